@@ -1,0 +1,56 @@
+"""Tiny random-weight models of every supported family, built offline from a config in about a second.
+
+They share the embedded SmolLM2 tokenizer (byte-level BPE), so tests tokenize real text.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig,
+                          PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config)
+
+from locedit.models.loading import embedded_gguf_path, prepare_model, prepare_tokenizer
+from locedit.paths import cache_dir
+
+N_LAYERS = 6
+HIDDEN = 32
+
+
+def _configs(vocab: int) -> dict:
+    common = dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    return {
+        "gpt2": lambda: GPT2Config(n_layer=N_LAYERS, n_embd=HIDDEN, n_head=4, n_positions=512, **common),
+        "gptj": lambda: GPTJConfig(n_layer=N_LAYERS, n_embd=HIDDEN, n_head=4, rotary_dim=4, n_positions=512, **common),
+        "gpt_neox": lambda: GPTNeoXConfig(num_hidden_layers=N_LAYERS, hidden_size=HIDDEN, num_attention_heads=4,
+                                          intermediate_size=4 * HIDDEN, max_position_embeddings=512, **common),
+        "llama": lambda: LlamaConfig(num_hidden_layers=N_LAYERS, hidden_size=HIDDEN, intermediate_size=3 * HIDDEN,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                     tie_word_embeddings=True, **common),
+        "qwen2": lambda: Qwen2Config(num_hidden_layers=N_LAYERS, hidden_size=HIDDEN, intermediate_size=3 * HIDDEN,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, **common),
+    }
+
+
+TINY_FAMILIES = tuple(_configs(0))
+
+
+def embedded_tokenizer() -> PreTrainedTokenizerBase:
+    """The SmolLM2 tokenizer, read from the GGUF once and cached as a tokenizer folder."""
+    folder = cache_dir("tokenizers", "smollm2-135m")
+    if not (folder / "tokenizer.json").exists():
+        gguf = embedded_gguf_path()
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
+
+
+def tiny(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A random-weight model of ``family`` (gpt2, gptj, gpt_neox, llama, qwen2) and the shared tokenizer."""
+    tok = embedded_tokenizer()
+    configs = _configs(len(tok))
+    if family not in configs:
+        raise ValueError(f"no tiny config for {family!r}; choose from {', '.join(configs)}")
+    torch.manual_seed(seed)
+    config = configs[family]()
+    config.initializer_range = 0.2  # peakier next-token distributions than the default 0.02
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return prepare_model(model), tok
