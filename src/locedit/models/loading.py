@@ -70,20 +70,42 @@ def embedded_gguf_path() -> Path:
 
 
 def embedded_model_dir() -> Path:
-    """The dequantized embedded model as a safetensors folder, converted once and cached."""
+    """The dequantized embedded model as a safetensors folder, converted once and cached.
+
+    Conversion writes to a private folder and renames files into place; a ``complete`` marker is
+    written last, so concurrent first loads never read a half-written cache.
+    """
     target = cache_dir("models", EMBEDDED)
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+    marker = target / "complete"
+    if marker.exists():
         return target
     gguf = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tmp = target.with_name(target.name + ".partial")
-    model.save_pretrained(tmp, safe_serialization=True)
+    tmp = target.parent / f".{EMBEDDED}.{os.getpid()}.partial"
+    _save_dequantized(model, tmp)
     tok.save_pretrained(tmp)
     for f in tmp.iterdir():
         f.replace(target / f.name)
     tmp.rmdir()
+    marker.write_text(str(gguf))
     return target
+
+
+def _save_dequantized(model: PreTrainedModel, folder: Path) -> None:
+    """Write config + safetensors weights; GGUF-loaded models refuse ``save_pretrained``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(folder)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(folder)
+    tied = getattr(config, "tie_word_embeddings", False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -126,6 +148,9 @@ def load_model(
     name_or_path: str = EMBEDDED, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (eval mode, frozen) and tokenizer (pad = eos, right padding)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     source, local_only = resolve_source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)

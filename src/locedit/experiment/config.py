@@ -1,0 +1,198 @@
+"""The typed experiment config (TOML): what to load, which facts, how to localize, what to edit.
+
+An experiment is declared, not scripted: a config names the model, the facts, the localization
+settings, the edit methods (with hyperparameter overrides), problems and layers, the statistics corpus
+and the seeds. Its hash (sha256 of the canonical JSON of the fully resolved config) identifies the run,
+so a run directory can refuse to be resumed with a different config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from locedit.paths import data_dir
+
+TINY_PREFIX = "tiny:"
+DATA_KEYWORDS = ("demo", "counterfact")
+COUNTERFACT_FILES = ("counterfact_mend_edit.json", "counterfact_mend_train.json", "counterfact_mend_val.json")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """The model: an HF id, a local folder, an alias, or ``tiny:<family>`` (random weights, for tests)."""
+
+    name: str = "smollm2-135m"
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+class DataConfig(_Strict):
+    """Which facts: a source, a candidate window, and the filters of SPEC §1.2."""
+
+    source: str | list[str] = Field("demo", description="'demo', 'counterfact', or a path / list of paths")
+    first_n: int | None = Field(None, ge=1, description="candidates = the first N records by case_id")
+    case_ids: list[int] | None = Field(None, description="candidates = exactly these case ids (after first_n)")
+    known_only: bool = Field(False, description="keep only the shipped known-fact case ids for SmolLM2")
+    limit: int | None = Field(None, ge=1, description="at most this many facts after the selections above")
+    correctness_filter: bool = Field(True, description="trace and edit only facts the model knows (SPEC §1.2.3)")
+    erasure_threshold: float = Field(0.02, ge=0.0, lt=1.0, description="Fact Erasure needs p(o_true) > this")
+    compat_skips: bool = Field(True, description="reference hard skips: case 1531 always, 1517 for some runs")
+
+
+class LocalizeConfig(_Strict):
+    """Causal tracing (SPEC §2) and optional representation zeroing (§2.8)."""
+
+    enabled: bool = True
+    kinds: list[Literal["mlp", "attn", "block"]] = ["mlp"]
+    windows: list[int] = [5]
+    samples: int = Field(10, ge=1)
+    noise: float | None = Field(None, gt=0.0, description="noise sigma; None = the family default / 3 x std")
+    zeroing: bool = False
+    zeroing_window: int = Field(5, ge=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _positive_windows(cls, v: list[int]) -> list[int]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError("windows must be a non-empty list of integers >= 1")
+        return v
+
+
+class EditConfig(_Strict):
+    """The edit grid: every (fact, method, problem, central layer), with per-method overrides.
+
+    ``hparams`` maps a method name to overrides, e.g. ``{rome = {kl_factor = 1.0}}``; a nested table
+    keyed by a problem name overrides for that problem only, e.g. ``{rome = {fact_forcing = {v_lr = 0.05}}}``.
+    """
+
+    methods: list[str] = ["rome"]
+    problems: list[str] = ["error_injection"]
+    layers: list[int] = [0]
+    hparams: dict[str, dict[str, Any]] = {}
+    noise: float | None = Field(None, gt=0.0, description="editing noise sigma (Fact Forcing, Tracing Reversal)")
+
+
+class StatsConfig(_Strict):
+    """The corpus for the second-moment statistics C (ROME, MEMIT; SPEC §3.2)."""
+
+    corpus: str = Field("wikitext", description="'wikitext' (shared data) or a path to a text corpus / stats file")
+    max_tokens: int | None = Field(None, ge=1, description="stop after this many corpus tokens; None = all")
+
+
+class SeedsConfig(_Strict):
+    """Seeds set at the start of every unit, so a resumed run reproduces an uninterrupted one."""
+
+    tracing: int = 1
+    editing: int = 0
+
+
+class AnalysisConfig(_Strict):
+    """What to do after the sweep."""
+
+    analyze: bool = True
+    report: bool = True
+
+
+class ExperimentConfig(_Strict):
+    """One experiment; see ``configs/*.toml``."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    localize: LocalizeConfig = LocalizeConfig()
+    edit: EditConfig = EditConfig()
+    stats: StatsConfig = StatsConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    def canonical_json(self) -> str:
+        """Sorted-key compact JSON of the fully resolved config: the input of :meth:`hash`."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        """sha256 hex digest of :meth:`canonical_json`; identifies the run."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def short_hash(self) -> str:
+        return self.hash()[:10]
+
+
+def parse_config(data: dict[str, Any], origin: str = "config") -> ExperimentConfig:
+    """Validate a config dict; a problem becomes one line naming the field and what was wrong."""
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{origin}: {where}: {first['msg']}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a TOML file such as configs/demo.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: malformed TOML: {err}") from None
+    return parse_config(data, origin=str(path))
+
+
+def dump_toml(cfg: ExperimentConfig) -> str:
+    """The resolved config as TOML: one [section] per sub-config, free-form tables inline."""
+    d = cfg.model_dump(mode="json", exclude_none=True)
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for section, body in d.items():
+        if isinstance(body, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in body.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def tiny_family(model_name: str) -> str | None:
+    """``'llama'`` for ``'tiny:llama'``, else None."""
+    return model_name[len(TINY_PREFIX):] if model_name.startswith(TINY_PREFIX) else None
+
+
+def data_paths(source: str | list[str]) -> list[Path] | None:
+    """The files a data source names (None for the shipped demo facts); raises if one is missing."""
+    if source == "demo":
+        return None
+    if source == "counterfact":
+        root = data_dir()
+        if root is None:
+            raise ConfigError("data.source = 'counterfact' needs the shared data: set LOCEDIT_DATA_DIR to its folder")
+        paths = [root / f for f in COUNTERFACT_FILES]
+    else:
+        paths = [Path(p).expanduser() for p in ([source] if isinstance(source, str) else source)]
+    for p in paths:
+        if not p.exists():
+            raise ConfigError(f"data.source: {p} does not exist; use 'demo', 'counterfact' or an existing file")
+    return paths

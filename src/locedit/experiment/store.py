@@ -1,0 +1,209 @@
+"""The run's SQLite store: one table per result table, written one unit per transaction.
+
+A unit (the tracing of one fact, or one edit) writes all its rows and its ``units`` row in ONE
+transaction, so a unit is complete exactly when its ``units`` row exists, and a run killed at any
+moment (also SIGKILL) loses at most the unit in progress. Unique keys reject duplicate rows. Failed
+units go to ``failures`` (not ``units``) and are retried on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from locedit.experiment.schema import TABLES
+
+DB_NAME = "results.sqlite"
+
+UNITS_COLUMNS = ("unit", "kind", "case_id", "status", "seconds", "finished_at")
+
+# Natural keys: a second row with the same key is a bug (or a unit written twice) and is refused.
+UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
+    "facts": ("case_id",),
+    "trace_points": ("case_id", "kind", "window"),
+    "trace_cells": ("case_id", "kind", "window", "token", "layer"),
+    "trace_layers": ("case_id", "kind", "window", "layer"),
+    "zeroing_layers": ("case_id", "window", "layer"),
+    "edits": ("case_id", "method", "problem", "layer"),
+    "failures": ("unit",),
+}
+
+
+class StoreError(ValueError):
+    """Rows that do not fit the schema, or a database that is not a locedit store."""
+
+
+def db_path(run_dir: str | Path) -> Path:
+    """The database of a run directory (or the path itself when it is the database file)."""
+    p = Path(run_dir)
+    return p if p.suffix == ".sqlite" else p / DB_NAME
+
+
+class Store:
+    """Open (and create) the store of a run directory."""
+
+    def __init__(self, run_dir: str | Path, create: bool = True):
+        self.path = db_path(run_dir)
+        if not self.path.exists() and not create:
+            raise FileNotFoundError(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT in write_unit
+        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        if create:
+            self._create()
+
+    def _create(self) -> None:
+        with self.transaction():
+            for table, cols in TABLES.items():
+                self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})")
+                key = UNIQUE_KEYS.get(table)
+                if key:
+                    self.conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_key ON {table} ({', '.join(key)})")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS units (unit TEXT PRIMARY KEY, kind TEXT, case_id INTEGER, status TEXT, "
+                "seconds REAL, finished_at REAL)"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.conn)
+
+    def write_unit(self, unit: str, kind: str, case_id: int, rows: Mapping[str, Iterable[Mapping[str, Any]]],
+                   seconds: float, status: str = "done") -> None:
+        """Write a unit's rows and mark it complete, atomically; clears an earlier failure of it."""
+        with self.transaction():
+            for table, table_rows in rows.items():
+                self._insert(table, table_rows)
+            self.conn.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?)",
+                              (unit, kind, case_id, status, float(seconds), time.time()))
+            self.conn.execute("DELETE FROM failures WHERE unit = ?", (unit,))
+
+    def record_failure(self, unit: str, case_id: int, stage: str, error: str) -> None:
+        """Remember a failed unit (replacing an earlier failure of the same unit)."""
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO failures (unit, case_id, stage, error) VALUES (?, ?, ?, ?)",
+                              (unit, case_id, stage, error))
+
+    def _insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        if table not in TABLES or table == "failures":
+            raise StoreError(f"unknown result table {table!r}; tables are {', '.join(TABLES)}")
+        cols = TABLES[table]
+        values = []
+        for row in rows:
+            extra = set(row) - set(cols)
+            if extra:
+                raise StoreError(f"table {table}: unknown columns {sorted(extra)}; the schema is {cols}")
+            values.append(tuple(_sql_value(row.get(c)) for c in cols))
+        if values:
+            self.conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(cols))})", values)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def completed_units(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT unit FROM units")}
+
+    def failed_units(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT unit FROM failures")}
+
+    def count(self, table: str) -> int:
+        if table not in TABLES and table != "units":
+            raise StoreError(f"unknown table {table!r}")
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def rows(self, table: str, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        if table not in TABLES and table != "units":
+            raise StoreError(f"unknown table {table!r}")
+        cur = self.conn.execute(f"SELECT * FROM {table} {where}", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _sql_value(v: Any) -> Any:
+    """Python / numpy / torch scalars and lists to what SQLite stores."""
+    if isinstance(v, bool):
+        return int(v)
+    if v is None or isinstance(v, (str, int, float, bytes)):
+        return v
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+        return v.item()
+    if isinstance(v, (list, tuple)) or hasattr(v, "tolist"):
+        return json.dumps(v.tolist() if hasattr(v, "tolist") else list(v))
+    return str(v)
+
+
+def read_frames(run_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """One DataFrame per table of :data:`locedit.experiment.schema.TABLES`, with exactly its columns.
+
+    This is what the analysis reads. Rows come in insertion order; empty tables give empty frames with
+    the right columns.
+    """
+    path = db_path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} (not a run directory: run `locedit run CONFIG --out DIR` first)")
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        frames = {}
+        for table, cols in TABLES.items():
+            try:
+                frames[table] = pd.read_sql_query(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid", conn)
+            except pd.errors.DatabaseError as err:
+                raise StoreError(f"{path} is not a locedit store (table {table}: {err})") from None
+    return frames
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> list[Path]:
+    """Write every result table to ``out`` (default ``RUN_DIR/export``) as CSV or Parquet files."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise RuntimeError("parquet export needs pyarrow: pip install 'locedit[parquet]'") from None
+    frames = read_frames(run_dir)
+    out_dir = Path(out) if out is not None else Path(run_dir) / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table, df in frames.items():
+        path = out_dir / f"{table}.{fmt}"
+        if fmt == "csv":
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+        written.append(path)
+    return written
