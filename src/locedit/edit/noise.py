@@ -79,3 +79,9 @@ def noised_subject(model: nn.Module, noise: SubjectNoise | None) -> Iterator[Sub
         return
     with hooked(model, outputs={family_for(model).embed: noise}):
         yield noise
+
+
+def noise_installed(model: nn.Module) -> bool:
+    """Whether a :class:`SubjectNoise` hook is on the token embeddings (statistics and templates refuse to run then)."""
+    embed = model.get_submodule(family_for(model).embed)
+    return any(isinstance(h, SubjectNoise) for h in embed._forward_hooks.values())

@@ -75,21 +75,32 @@ class EditConfig(_Strict):
     """The edit grid: every (fact, method, problem, central layer), with per-method overrides.
 
     ``hparams`` maps a method name to overrides, e.g. ``{rome = {kl_factor = 1.0}}``; a nested table
-    keyed by a problem name overrides for that problem only, e.g. ``{rome = {fact_forcing = {v_lr = 0.05}}}``.
+    keyed by a problem name overrides for that problem only, e.g. ``{rome = {fact-forcing = {v_lr = 0.05}}}``.
     """
 
     methods: list[str] = ["rome"]
-    problems: list[str] = ["error_injection"]
+    problems: list[str] = ["error-injection"]
     layers: list[int] = [0]
     hparams: dict[str, dict[str, Any]] = {}
     noise: float | None = Field(None, gt=0.0, description="editing noise sigma (Fact Forcing, Tracing Reversal)")
+    o_noise_mode: Literal["compat", "continuation", "argmax"] = "compat"
+    ff_noise_mode: Literal["compat", "fixed"] = "compat"
+
+    @field_validator("methods", "problems", "layers")
+    @classmethod
+    def _non_empty_unique(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("must name at least one entry")
+        if len(set(v)) != len(v):
+            raise ValueError(f"has duplicates: {v}")
+        return v
 
 
 class StatsConfig(_Strict):
-    """The corpus for the second-moment statistics C (ROME, MEMIT; SPEC §3.2)."""
+    """The corpus for the second-moment statistics C of ROME and MEMIT (SPEC §3.2)."""
 
-    corpus: str = Field("wikitext", description="'wikitext' (shared data) or a path to a text corpus / stats file")
-    max_tokens: int | None = Field(None, ge=1, description="stop after this many corpus tokens; None = all")
+    corpus: str | None = Field(None, description="a text corpus / statistics path; None = the shared WikiText files")
+    n_tokens: int | None = Field(None, ge=1, description="corpus tokens per layer; None = the method table's value")
 
 
 class SeedsConfig(_Strict):

@@ -1,0 +1,91 @@
+"""``locedit run``, ``locedit demo`` and ``locedit export``: sweeps into SQLite, and their exports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from locedit.cli.common import JsonOpt, cli_errors, console, print_json
+
+OutOpt = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>-<config hash>).")
+NoProgressOpt = typer.Option(False, "--no-progress", help="Hide the progress bar.")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("demo")(demo)
+    app.command("export")(export)
+
+
+def _report(result, as_json: bool) -> None:
+    """Summary on stderr; the report path (or run directory) on stdout, or everything as JSON."""
+    if as_json:
+        print_json(result.as_dict())
+        return
+    t, e = result.tracing, result.editing
+    console.print(f"[bold]run[/] {result.run_dir} (config {result.config_hash[:10]}): {result.n_facts} facts; "
+                  f"tracing {t.done} done, {t.skipped} resumed, {t.failed} failed; "
+                  f"editing {e.done} done, {e.skipped} resumed, {e.failed} failed "
+                  f"({t.seconds + e.seconds:.0f} s)", highlight=False)
+    for unit, error in result.summary.errors[:10]:
+        console.print(f"[yellow]failed[/] {unit}: {error}", highlight=False, soft_wrap=True)
+    if result.summary.failed:
+        console.print(f"[yellow]{result.summary.failed} unit(s) failed[/]; they are listed in the failures table "
+                      "and retried when you run the same command again", highlight=False)
+    if result.analysis_error:
+        console.print(f"[yellow]analysis failed:[/] {result.analysis_error}", highlight=False, soft_wrap=True)
+    typer.echo(str(result.report) if result.report else str(result.run_dir))
+
+
+@cli_errors
+def run(
+    config: Path = typer.Argument(..., help="Experiment config (TOML), e.g. configs/demo.toml."),
+    out: Optional[Path] = OutOpt,
+    no_progress: bool = NoProgressOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Trace every selected fact, then run every (fact, method, problem, layer) edit; resumable.
+
+    Results go to RUN_DIR/results.sqlite beside RUN_DIR/manifest.json. Running the same command again
+    skips completed units and retries failed ones.
+    """
+    from locedit.experiment.config import load_config
+    from locedit.experiment.runner import run_experiment
+
+    cfg = load_config(config)
+    _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
+
+
+@cli_errors
+def demo(out: Optional[Path] = OutOpt, no_progress: bool = NoProgressOpt, as_json: bool = JsonOpt) -> None:
+    """The embedded model on the demo facts: tracing, ROME Error Injection at 6 layers, analysis, report.
+
+    With LOCEDIT_DATA_DIR set to the shared data, known CounterFact facts replace the demo facts.
+    Prints the path of the HTML report.
+    """
+    from locedit.experiment.demo import demo_config
+    from locedit.experiment.runner import run_experiment
+
+    cfg = demo_config(use_counterfact=bool(os.environ.get("LOCEDIT_DATA_DIR")))
+    _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
+
+
+@cli_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `locedit run`."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write every result table of a run as CSV or Parquet files, for analysis elsewhere."""
+    from locedit.experiment.store import export as export_tables
+
+    paths = export_tables(run_dir, fmt, out)
+    if as_json:
+        print_json({"files": [str(p) for p in paths]})
+    else:
+        for p in paths:
+            typer.echo(str(p))

@@ -1,0 +1,109 @@
+"""Essence score inputs (SPEC §5.5): sampled "{subject} is a" texts and their perplexity.
+
+The texts are sampled once per (model, subject) with a fixed seed from the unedited model and cached on
+disk under ``cache_dir("essence")``, so every layer, method and problem is scored on the same texts
+(the reference re-sampled them per run, SPEC §9.2.9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from locedit.edit.fingerprint import model_fingerprint
+from locedit.edit.noise import SubjectNoise, noised_subject
+from locedit.models.generation import sample_top_k
+from locedit.models.scoring import pad_id_of, token_log_probs_of_ids
+from locedit.models.tokens import SubjectNotFoundError, encode, subject_span
+from locedit.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+N_TEXTS = 5
+TEXT_TOKENS = 100  # total length, prompt included
+TOP_K = 5
+ESSENCE_SEED = 0
+
+
+def essence_prompt(subject: str) -> str:
+    return f"{subject} is a"
+
+
+def _cache_file(model: PreTrainedModel, subject: str, n: int, length: int, seed: int) -> Path:
+    key = hashlib.sha1(json.dumps([subject, n, length, TOP_K, seed]).encode()).hexdigest()[:20]
+    return cache_dir("essence", model_fingerprint(model)) / f"{key}.json"
+
+
+def essence_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subject: str, *, n: int = N_TEXTS,
+                  length: int = TEXT_TOKENS, seed: int = ESSENCE_SEED, use_cache: bool = True) -> list[str]:
+    """``n`` top-5 samples of "{subject} is a", ``length`` tokens in total, read from / written to the disk cache.
+
+    Call this with the unedited model, outside any noise hook.
+    """
+    path = _cache_file(model, subject, n, length, seed)
+    if use_cache and path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("subject") == subject and len(stored.get("texts", [])) == n:
+            return list(stored["texts"])
+    texts = sample_top_k(model, tok, [essence_prompt(subject)] * n, length, k=TOP_K, seed=seed)
+    if use_cache:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"subject": subject, "seed": seed, "length": length, "texts": texts}))
+        tmp.replace(path)  # atomic: concurrent writers leave one complete file
+    return texts
+
+
+def _text_ids(tok: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:
+    ids = encode(tok, text)[:max_tokens]
+    if len(ids) < 2:
+        raise ValueError(f"essence text {text!r} has fewer than 2 tokens; cannot compute its perplexity")
+    return ids
+
+
+def _ppl(lp: torch.Tensor, n_tokens: int) -> float:
+    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)): divided by N, not N-1, as the reference does (§5.5)."""
+    return math.exp(-float(lp.sum()) / n_tokens)
+
+
+@torch.no_grad()
+def perplexities(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Sequence[str], *,
+                 max_tokens: int = TEXT_TOKENS, noise_sigma: float | None = None,
+                 subject: str | None = None) -> list[float]:
+    """Perplexity of each text (SPEC §5.5), in one right-padded batch.
+
+    With ``noise_sigma`` (Fact Forcing) the subject is noised inside each text: the span is found per text
+    and each text gets a fresh noise stream seeded 1, so it runs one forward per text. A text whose subject
+    cannot be found is scored clean and logged.
+    """
+    ids = [_text_ids(tok, t, max_tokens) for t in texts]
+    if noise_sigma is None:
+        lps = token_log_probs_of_ids(model, [i[:1] for i in ids], [i[1:] for i in ids], pad_id_of(tok))
+        return [_ppl(lp, len(i)) for lp, i in zip(lps, ids)]
+    if subject is None:
+        raise ValueError("noised perplexity needs the subject whose tokens to noise")
+    out = []
+    for text, i in zip(texts, ids):
+        try:
+            span = subject_span(tok, text, subject)
+        except SubjectNotFoundError:
+            log.warning("subject %r not found in essence text; its perplexity is computed without noise", subject)
+            span = None
+        noise = SubjectNoise(noise_sigma, seed=1, default_span=span) if span else None
+        with noised_subject(model, noise):
+            lp = token_log_probs_of_ids(model, [i[:1]], [i[1:]], pad_id_of(tok))[0]
+        out.append(_ppl(lp, len(i)))
+    return out
+
+
+def essence_perplexity(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Sequence[str], **kw) -> float:
+    """Mean perplexity over the essence texts (one model state)."""
+    values = perplexities(model, tok, texts, **kw)
+    return sum(values) / len(values)

@@ -1,0 +1,74 @@
+"""Edit-score formulas (SPEC §5.2-5.7), on plain numbers so each can be checked by hand.
+
+``pre`` / ``post`` are joint target probabilities (§5.1) before and after the edit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+REWRITE_FLOOR = 2e-8  # the reference floors non-improving rewrites at 2e-8 (SPEC §9.2.6)
+ESSENCE_CAP = 5.0  # perplexity increase that gives essence score 0
+
+
+def rewrite_score(pre: float, post: float) -> float:
+    """max(2e-8, (Q - P) / (1 - P)): the share of the possible rise that the edit achieved (§5.2).
+
+    P = 1 (nothing left to gain) scores as the floor unless Q also equals 1.
+    """
+    room = 1.0 - pre
+    if room <= 0.0:
+        return 1.0 if post >= pre else REWRITE_FLOOR
+    return max(REWRITE_FLOOR, (post - pre) / room)
+
+
+def erasure_score(pre: float, post: float) -> float:
+    """max(0, (P - Q) / P): the erased proportion of p(o_true) (Fact Erasure, §5.3); 0 when P = 0."""
+    if pre <= 0.0:
+        return 0.0
+    return max(0.0, (pre - post) / pre)
+
+
+def neighborhood_score(pre: float, post: float) -> float:
+    """1 - |Q - P| / (0.5 + |P - 0.5|): 1 = unchanged, 0 = moved as far as possible from P (§5.2)."""
+    return 1.0 - abs(post - pre) / (0.5 + abs(pre - 0.5))
+
+
+def essence_score(ppl_pre: float, ppl_post: float) -> float:
+    """1 - min(max(ppl_post - ppl_pre, 0), 5) / 5 (§5.5)."""
+    return 1.0 - min(max(ppl_post - ppl_pre, 0.0), ESSENCE_CAP) / ESSENCE_CAP
+
+
+def mean_of(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are present (None and NaN are skipped); None when none are."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(present) / len(present) if present else None
+
+
+def overall_score(rewrite: float | None, paraphrase: float | None, neighborhood: float | None) -> float | None:
+    """Mean of the three scores (§5.6); a score that could not be computed (no paraphrase) is left out."""
+    return mean_of((rewrite, paraphrase, neighborhood))
+
+
+def overall_essence_score(rewrite: float | None, paraphrase: float | None, neighborhood: float | None,
+                          essence: float | None) -> float | None:
+    """Mean of the three scores and the essence score (§5.6, Fig. 9 right)."""
+    return mean_of((rewrite, paraphrase, neighborhood, essence))
+
+
+def rome_success_magnitude(logp_new: Sequence[float], logp_base: Sequence[float], *,
+                           neighborhood: bool = False) -> tuple[float | None, float | None]:
+    """Original ROME metrics over a prompt list (§5.7): mean of [p_new > p_base] and of p_new - p_base.
+
+    For neighborhood prompts both are taken the other way round (the baseline should stay ahead).
+    Success compares log-probabilities, as the reference compares summed NLLs.
+    """
+    if len(logp_new) != len(logp_base):
+        raise ValueError("logp_new and logp_base must have the same length")
+    if not logp_new:
+        return None, None
+    sign = -1.0 if neighborhood else 1.0
+    success = [float(sign * (n - b) > 0) for n, b in zip(logp_new, logp_base)]
+    magnitude = [sign * (math.exp(n) - math.exp(b)) for n, b in zip(logp_new, logp_base)]
+    return sum(success) / len(success), sum(magnitude) / len(magnitude)

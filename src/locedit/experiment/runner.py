@@ -1,0 +1,305 @@
+"""``locedit run``: trace every selected fact once, then run every (fact, method, problem, layer) edit.
+
+Order of work (SPEC §3.9, with the caches of §8.4):
+
+1. Check the config before any work: method, problem and hyperparameter names, layers against the
+   model's depth, the dataset path, and that the run directory belongs to this config's hash.
+2. Load the model once; select the facts.
+3. Unit ``trace:{case_id}`` per fact: the knowledge filters (cached as its ``facts`` row), then causal
+   tracing for every configured kind and window (and zeroing), for facts that pass the filter.
+4. Precompute the second-moment statistics of every layer the ROME / MEMIT edits need.
+5. Unit ``edit:{case_id}:{method}:{problem}:{layer}`` per edit of an eligible fact.
+6. Analysis and report, when configured.
+
+Every unit goes through :func:`locedit.experiment.sweep.run_units`: seeded, atomic, resumable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from locedit.data import Fact
+from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths, tiny_family
+from locedit.experiment.manifest import check_run_dir, new_manifest, write_manifest
+from locedit.experiment.selection import select_facts
+from locedit.experiment.store import Store
+from locedit.experiment.sweep import SweepSummary, Unit, progress_bar, run_units
+from locedit.models.scoring import target_probs
+
+# Reference hard skips (SPEC §1.2.2), applied when data.compat_skips is on.
+ALWAYS_SKIPPED = 1531
+MEMORY_SKIPPED = 1517
+_MULTI_LAYER_METHODS = ("memit", "ft-5")
+
+
+@dataclass
+class RunResult:
+    """What ``locedit run`` did: where, how many units, and the report (if one was written)."""
+
+    run_dir: Path
+    config_hash: str
+    tracing: SweepSummary
+    editing: SweepSummary
+    n_facts: int
+    n_eligible: dict[str, int] = field(default_factory=dict)
+    report: Path | None = None
+    analysis_error: str | None = None
+
+    @property
+    def summary(self) -> SweepSummary:
+        return self.tracing.add(self.editing)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "config_hash": self.config_hash, "facts": self.n_facts,
+                "eligible_facts": self.n_eligible, "tracing": self.tracing.as_dict(),
+                "editing": self.editing.as_dict(), "failed": self.summary.failed,
+                "report": str(self.report) if self.report else None, "analysis_error": self.analysis_error}
+
+
+def default_run_dir(cfg: ExperimentConfig) -> Path:
+    """``runs/<name>-<hash10>`` under the working directory."""
+    return Path("runs") / f"{cfg.name}-{cfg.short_hash()}"
+
+
+# --------------------------------------------------------------------------------------------- checks
+def check_names(cfg: ExperimentConfig) -> None:
+    """Methods, problems and hyperparameter overrides must be known to the editing registry."""
+    from locedit.edit.hparams import check_method, check_problem, resolve_hparams
+
+    for m in cfg.edit.methods:
+        check_method(m)
+    for p in cfg.edit.problems:
+        check_problem(p)
+    for method, overrides in cfg.edit.hparams.items():
+        check_method(method)
+        for problem, values in _split_overrides(method, overrides)[1].items():
+            resolve_hparams(method, "default", check_problem(problem), values)
+        resolve_hparams(method, "default", None, _split_overrides(method, overrides)[0])
+
+
+def _split_overrides(method: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(overrides for every problem, {problem: overrides}) from one method's hparams table."""
+    from locedit.edit.hparams import PROBLEMS
+
+    common = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
+    per_problem = {k: v for k, v in overrides.items() if isinstance(v, dict)}
+    for k in per_problem:
+        if k not in PROBLEMS:
+            raise ConfigError(f"edit.hparams.{method}.{k}: not a problem; use one of {', '.join(PROBLEMS)}")
+    return common, per_problem
+
+
+def hparam_overrides(cfg: ExperimentConfig, method: str, problem: str) -> dict[str, Any]:
+    """The config's overrides for (method, problem): the stats corpus, then common, then per-problem."""
+    out: dict[str, Any] = {}
+    if method in ("rome", "memit"):
+        if cfg.stats.corpus is not None:
+            out["mom2_corpus"] = cfg.stats.corpus
+        if cfg.stats.n_tokens is not None:
+            out["mom2_n_tokens"] = cfg.stats.n_tokens
+    common, per_problem = _split_overrides(method, cfg.edit.hparams.get(method, {}))
+    return {**out, **common, **per_problem.get(problem, {})}
+
+
+def model_n_layers(name: str) -> int:
+    """Number of blocks of a configured model, read from its config (no weights loaded)."""
+    if tiny_family(name) is not None:
+        from locedit.models.tiny import N_LAYERS
+
+        return N_LAYERS
+    from locedit.models.loading import resolve_source
+
+    source, local_only = resolve_source(name)
+    return int(AutoConfig.from_pretrained(source, local_files_only=local_only).num_hidden_layers)
+
+
+def check_layers(cfg: ExperimentConfig, n_layers: int) -> None:
+    bad = [layer for layer in cfg.edit.layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ConfigError(f"edit.layers: {bad} out of range for {cfg.model.name} with {n_layers} layers "
+                          f"(0..{n_layers - 1})")
+    too_wide = [w for w in cfg.localize.windows if w > n_layers]
+    if too_wide:
+        raise ConfigError(f"localize.windows: {too_wide} wider than the model's {n_layers} layers")
+
+
+def preflight(cfg: ExperimentConfig, run_dir: Path) -> int:
+    """Every check that needs no weights; returns the model's number of layers."""
+    check_names(cfg)
+    data_paths(cfg.data.source)
+    check_run_dir(run_dir, cfg)
+    n_layers = model_n_layers(cfg.model.name)
+    check_layers(cfg, n_layers)
+    return n_layers
+
+
+def load_configured_model(cfg: ExperimentConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The configured model; ``tiny:<family>`` builds a random-weight tiny model (seed 0)."""
+    family = tiny_family(cfg.model.name)
+    if family is None:
+        from locedit.models.loading import load_model
+
+        return load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
+    from locedit.models.loading import parse_dtype
+    from locedit.models.tiny import tiny
+
+    model, tok = tiny(family, dtype=parse_dtype(cfg.model.dtype))
+    return model.to(cfg.model.device), tok
+
+
+# --------------------------------------------------------------------------------------------- units
+class Experiment:
+    """The per-fact and per-edit work of one config on one loaded model."""
+
+    def __init__(self, cfg: ExperimentConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase):
+        self.cfg, self.model, self.tok = cfg, model, tok
+        self._edit_session: Any = None
+
+    # -- facts and tracing
+    def fact_row(self, fact: Fact) -> dict[str, Any]:
+        """The knowledge filters of SPEC §1.2, computed once per fact."""
+        from locedit.data.filters import is_correct
+
+        p_true = float(target_probs(self.model, self.tok, [fact.prompt], [fact.target_true])[0])
+        return {"case_id": fact.case_id, "subject": fact.subject, "prompt": fact.prompt,
+                "target_true": fact.target_true, "target_new": fact.target_new,
+                "is_correct": bool(is_correct(self.model, self.tok, fact)), "p_true": p_true,
+                "passes_erasure_filter": p_true > self.cfg.data.erasure_threshold}
+
+    def trace_unit(self, fact: Fact) -> dict[str, list[dict[str, Any]]]:
+        row = self.fact_row(fact)
+        rows: dict[str, list[dict[str, Any]]] = {"facts": [row]}
+        loc = self.cfg.localize
+        if loc.enabled and (row["is_correct"] or not self.cfg.data.correctness_filter):
+            from locedit.localize import trace
+
+            result = trace(self.model, self.tok, fact, kinds=tuple(loc.kinds), windows=tuple(loc.windows),
+                           samples=loc.samples, noise=loc.noise, zeroing=loc.zeroing,
+                           zeroing_window=loc.zeroing_window)
+            for table, table_rows in result.tables().items():
+                rows.setdefault(table, []).extend(table_rows)
+        return rows
+
+    # -- edits
+    def edit_eligible(self, fact_row: dict[str, Any], method: str, problem: str) -> bool:
+        """Filters (SPEC §1.2): known fact; Fact Erasure also p(o_true) > threshold; reference skips."""
+        if self.cfg.data.correctness_filter and not fact_row["is_correct"]:
+            return False
+        if problem == "fact-erasure" and not fact_row["passes_erasure_filter"]:
+            return False
+        if self.cfg.data.compat_skips:
+            cid = fact_row["case_id"]
+            if cid == ALWAYS_SKIPPED:
+                return False
+            if cid == MEMORY_SKIPPED and (method in _MULTI_LAYER_METHODS
+                                          or (method == "rome" and problem == "tracing-reversal")):
+                return False
+        return True
+
+    def edit_layer_sets(self) -> list[tuple[str, int]]:
+        return [(m, layer) for m in self.cfg.edit.methods for layer in self.cfg.edit.layers]
+
+    def prepare_edits(self, methods_layers: list[tuple[str, int]]) -> dict[str, Any]:
+        """Precompute second-moment statistics for every layer the pending ROME/MEMIT edits need."""
+        from locedit.edit.api import precompute_stats
+
+        needed = [(m, layer) for m, layer in methods_layers if m in ("rome", "memit")]
+        if not needed:
+            return {}
+        return precompute_stats(self.model, self.tok, needed, problems=self.cfg.edit.problems,
+                                overrides={m: hparam_overrides(self.cfg, m, self.cfg.edit.problems[0])
+                                           for m, _ in needed})
+
+    def edit_unit(self, fact: Fact, method: str, problem: str, layer: int) -> dict[str, list[dict[str, Any]]]:
+        from locedit.edit.api import edit_and_evaluate
+
+        e = self.cfg.edit
+        row = edit_and_evaluate(self.model, self.tok, fact, method, layer, problem,
+                                hparams=hparam_overrides(self.cfg, method, problem), noise_sigma=e.noise,
+                                o_noise_mode=e.o_noise_mode, ff_noise_mode=e.ff_noise_mode)
+        return {"edits": [row]}
+
+
+def trace_units(exp: Experiment, facts: list[Fact]) -> list[Unit]:
+    return [Unit(f"trace:{f.case_id}", "trace", f.case_id, lambda f=f: exp.trace_unit(f)) for f in facts]
+
+
+def edit_units(exp: Experiment, facts: list[Fact], fact_rows: dict[int, dict[str, Any]]) -> list[Unit]:
+    """Edit units of the traced, eligible facts, ordered fact > problem > method > layer (caches stay warm)."""
+    units = []
+    for f in facts:
+        row = fact_rows.get(f.case_id)
+        if row is None:  # its trace unit failed: retried on the next run, edits wait for it
+            continue
+        for problem in exp.cfg.edit.problems:
+            for method in exp.cfg.edit.methods:
+                if not exp.edit_eligible(row, method, problem):
+                    continue
+                for layer in exp.cfg.edit.layers:
+                    name = f"edit:{f.case_id}:{method}:{problem}:{layer}"
+                    units.append(Unit(name, "edit", f.case_id,
+                                      lambda f=f, m=method, p=problem, l=layer: exp.edit_unit(f, m, p, l)))
+    return units
+
+
+# --------------------------------------------------------------------------------------------- run
+def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, console: Console | None = None,
+                   progress: bool = True) -> RunResult:
+    """Run (or resume) ``cfg`` into ``out`` (default :func:`default_run_dir`); see the module docstring."""
+    console = console or Console(stderr=True)
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    preflight(cfg, run_dir)
+    facts = select_facts(cfg.data)
+
+    with console.status(f"loading {cfg.model.name} ..."):
+        model, tok = load_configured_model(cfg)
+    exp = Experiment(cfg, model, tok)
+
+    manifest = check_run_dir(run_dir, cfg) or new_manifest(cfg, device=cfg.model.device)
+    session: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "facts": len(facts)}
+    manifest["sessions"].append(session)
+    write_manifest(run_dir, manifest)
+
+    with Store(run_dir) as store, progress_bar(console, disable=not progress) as bar:
+        tracing = run_units(store, trace_units(exp, facts), cfg.seeds.tracing, "tracing", bar)
+        fact_rows = {r["case_id"]: r for r in store.rows("facts")}
+        units = edit_units(exp, facts, fact_rows)
+        pending = [u for u in units if u.name not in store.completed_units()]
+        if pending:
+            with console.status("second-moment statistics ..."):
+                stats_info = exp.prepare_edits(exp.edit_layer_sets())
+            if stats_info:
+                manifest["stats"] = {**manifest.get("stats", {}), **stats_info}
+        editing = run_units(store, units, cfg.seeds.editing, "editing", bar)
+        eligible = {p: len({u.case_id for u in units if f":{p}:" in u.name}) for p in cfg.edit.problems}
+
+    result = RunResult(run_dir, cfg.hash(), tracing, editing, len(facts), eligible)
+    session.update(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), tracing=tracing.as_dict(),
+                   editing=editing.as_dict())
+    manifest["finished_at"] = session["finished_at"]
+    write_manifest(run_dir, manifest)
+
+    if cfg.analysis.analyze or cfg.analysis.report:
+        result.report, result.analysis_error = analyze_run(run_dir, cfg, console)
+    return result
+
+
+def analyze_run(run_dir: Path, cfg: ExperimentConfig, console: Console) -> tuple[Path | None, str | None]:
+    """Tables and figures, then the HTML report; an analysis error is returned, the results stay."""
+    from locedit.experiment.sweep import error_line
+
+    try:
+        from locedit.analysis import analyze, write_report
+
+        with console.status("analysis ..."):
+            if cfg.analysis.analyze:
+                analyze(run_dir)
+            return (write_report(run_dir) if cfg.analysis.report else None), None
+    except Exception as err:  # noqa: BLE001 - the sweep's results are kept; the error is reported
+        return None, error_line(err)

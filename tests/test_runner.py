@@ -1,0 +1,83 @@
+"""The sweep engine and the experiment runner on tiny models: resume, failures, seeding, unit planning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from locedit.experiment.config import parse_config
+from locedit.experiment.store import Store
+from locedit.experiment.sweep import Unit, run_units
+
+
+def _random_edit_row(case_id: int, layer: int) -> dict:
+    """A unit whose numbers depend on the RNG state, as real edits do (sampling, noise)."""
+    return {"case_id": case_id, "method": "rome", "problem": "error-injection", "layer": layer,
+            "rewrite_score": float(torch.rand(1)), "paraphrase_score": float(np.random.rand())}
+
+
+def _units(n: int, calls: list[str], fail: set[str] = frozenset()) -> list[Unit]:
+    def work(name: str, layer: int):
+        calls.append(name)
+        if name in fail:
+            raise RuntimeError(f"boom in {name}\nsecond line")
+        return {"edits": [_random_edit_row(0, layer)]}
+
+    return [Unit(f"u{i}", "edit", 0, lambda i=i: work(f"u{i}", i)) for i in range(n)]
+
+
+def test_completed_units_are_skipped(tmp_path):
+    calls: list[str] = []
+    with Store(tmp_path) as store:
+        first = run_units(store, _units(3, calls)[:2], seed=0)
+        second = run_units(store, _units(3, calls), seed=0)
+        assert (first.done, second.done, second.skipped) == (2, 1, 2)
+        assert calls == ["u0", "u1", "u2"]
+        assert store.count("edits") == 3
+
+
+def test_failures_are_recorded_counted_and_retried(tmp_path):
+    calls: list[str] = []
+    with Store(tmp_path) as store:
+        s = run_units(store, _units(3, calls, fail={"u1"}), seed=0)
+        assert (s.done, s.failed) == (2, 1)
+        assert s.errors[0][0] == "u1" and s.errors[0][1].startswith("RuntimeError: boom in u1 [")
+        assert store.rows("failures")[0]["unit"] == "u1"
+        assert store.count("edits") == 2
+        retry = run_units(store, _units(3, calls), seed=0)
+        assert (retry.done, retry.skipped, retry.failed) == (1, 2, 0)
+        assert store.rows("failures") == []
+
+
+def test_each_unit_starts_from_the_seed(tmp_path):
+    """A resumed sweep gives the same numbers as an uninterrupted one."""
+    with Store(tmp_path / "a") as a:
+        run_units(a, _units(4, []), seed=7)
+        whole = a.rows("edits", "ORDER BY layer")
+    with Store(tmp_path / "b") as b:
+        run_units(b, _units(4, [])[2:], seed=7)
+        run_units(b, _units(4, []), seed=7)
+        resumed = b.rows("edits", "ORDER BY layer")
+    assert whole == resumed
+    assert whole[0]["rewrite_score"] == whole[1]["rewrite_score"]  # same seed at every unit start
+    with Store(tmp_path / "c") as c:
+        run_units(c, _units(1, []), seed=8)
+        assert c.rows("edits")[0]["rewrite_score"] != whole[0]["rewrite_score"]
+
+
+def test_edit_eligibility_follows_the_filters():
+    from locedit.experiment.runner import Experiment
+
+    cfg = parse_config({"model": {"name": "tiny:llama"}})
+    exp = Experiment(cfg, None, None)
+    known = {"case_id": 3, "is_correct": True, "passes_erasure_filter": False}
+    assert exp.edit_eligible(known, "rome", "error-injection")
+    assert not exp.edit_eligible(known, "rome", "fact-erasure")
+    assert not exp.edit_eligible({**known, "is_correct": False}, "rome", "error-injection")
+    assert not exp.edit_eligible({**known, "case_id": 1531}, "ft-1", "error-injection")
+    assert not exp.edit_eligible({**known, "case_id": 1517}, "memit", "error-injection")
+    assert not exp.edit_eligible({**known, "case_id": 1517}, "rome", "tracing-reversal")
+    assert exp.edit_eligible({**known, "case_id": 1517}, "rome", "error-injection")
+    lenient = Experiment(parse_config({"data": {"correctness_filter": False, "compat_skips": False}}), None, None)
+    assert lenient.edit_eligible({**known, "case_id": 1531, "is_correct": False}, "rome", "error-injection")
