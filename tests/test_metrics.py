@@ -3,6 +3,7 @@ paired Fact Forcing noise, essence perplexity and its disk cache."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -178,7 +179,9 @@ def test_essence_texts_are_cached_on_disk(tiny_llama, tmp_path, monkeypatch):
     files = list((tmp_path / "essence").rglob("*.json"))
     assert len(first) == 5 and len(files) == 1
     assert all(t.startswith("Danielle Darrieux is a") for t in first)
-    files[0].write_text(files[0].read_text().replace(first[0], "Danielle Darrieux is a cached text"))
+    stored = json.loads(files[0].read_text())
+    stored["texts"][0] = "Danielle Darrieux is a cached text"
+    files[0].write_text(json.dumps(stored))
     again = essence_texts(model, tok, "Danielle Darrieux", length=20)
     assert again[0] == "Danielle Darrieux is a cached text"  # read from disk, not re-sampled
     fresh = essence_texts(model, tok, "Danielle Darrieux", length=20, use_cache=False)
