@@ -89,7 +89,7 @@ def _unit_axes(ax: plt.Axes) -> None:
 
 def _scatter_fit(ax: plt.Axes, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Scatter, OLS line with a 95% confidence band; returns Pearson (r, p)."""
-    ax.scatter(x, y, s=8, alpha=0.45, color="#1f77b4", edgecolors="none", label="edit")
+    ax.scatter(x, y, s=8, alpha=0.45, color="#1f77b4", edgecolors="none", label="edit", rasterized=True)
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan, math.nan
     fit = sm.OLS(y, sm.add_constant(x)).fit()
@@ -163,7 +163,6 @@ def fig10_effect_curves(ctx: FigureContext) -> Figure:
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 10 — Tracing effect by layer and window size ({ctx.kind.upper()}, positive cells only)")
-    fig.tight_layout()
     return fig
 
 
@@ -178,7 +177,6 @@ def fig11_peaks_by_window(ctx: FigureContext) -> Figure:
         ax.set_title(f"window {w} ({n} facts)")
         ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 11 — Where the tracing effect peaks, by window size ({ctx.kind.upper()})")
-    fig.tight_layout()
     return fig
 
 
@@ -212,7 +210,6 @@ def fig02_heatmaps(ctx: FigureContext) -> Figure:
         ax.set_title(f"case {case_id}: p_clean {pt['p_clean']:.3f}, p_noise {pt['p_noise']:.3f}", fontsize=9)
         fig.colorbar(image, ax=ax, label="p(o_true) with restoration")
     fig.suptitle(f"Fig. 2 — Causal tracing grids of example facts ({ctx.kind.upper()}, window {window})")
-    fig.tight_layout()
     return fig
 
 
@@ -248,7 +245,6 @@ def _panels_by_layer(sub: pd.DataFrame, outcome: str, effect: str, title: str, x
         ax.set_ylabel(f"{OUTCOME_NAMES.get(outcome, outcome)} (0–1)", fontsize=8)
     axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -310,7 +306,6 @@ def _r2_bars(reg: pd.DataFrame, title: str) -> Figure:
     axes.flat[0].set_ylabel("R² of rewrite score (0–1)")
     axes.flat[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -361,7 +356,6 @@ def _score_lines(ctx: FigureContext, outcomes: tuple[str, ...], number: str, wha
         ax.set_title(OUTCOME_NAMES.get(outcome, outcome), fontsize=10)
         ax.legend(fontsize=7, title="method (±95% CI)", title_fontsize=7)
     fig.suptitle(f"Fig. {number} — {what} by edit layer and method, {PROBLEM_NAMES.get(problem, problem)}")
-    fig.tight_layout()
     return fig
 
 
@@ -419,9 +413,10 @@ def make_figures(ctx: FigureContext, out_dir: Path, only: tuple[str, ...] | None
         except SkipFigure as why:
             skipped[key] = str(why)
             continue
+        fig.tight_layout()
         png, svg = out_dir / f"{key}.png", out_dir / f"{key}.svg"
-        fig.savefig(png, dpi=110, bbox_inches="tight")
-        fig.savefig(svg, bbox_inches="tight")
+        fig.savefig(png, dpi=100)
+        fig.savefig(svg)
         plt.close(fig)
         written.append(FigureResult(key, title, png, svg))
     return written, skipped

@@ -2,7 +2,9 @@
 
 Per (method, problem, outcome) three OLS fits on the same rows: ``Layer`` (y ~ C(layer)), ``Tracing``
 (y ~ effect) and ``Both`` (y ~ C(layer) * effect: a separate intercept and slope per layer). Their R²,
-Diff = R²_Both − R²_Layer and the nested F-test of Both against Layer are the paper's numbers.
+Diff = R²_Both − R²_Layer and the nested F-test of Both against Layer are the paper's numbers. The
+design matrices are built directly (treatment-coded layer dummies), which is what R's ``lm`` and
+statsmodels' formula ``C(layer) * effect`` build, without the formula parser's per-fit overhead.
 
 Each fact appears once per edit layer, so the rows are not independent. Beyond the paper we therefore
 also report a **cluster-robust Wald test** of the same hypothesis (all tracing terms of the Both model —
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
+import statsmodels.api as sm
 from scipy import stats
 
 from locedit.analysis.labels import METHODS, OUTCOMES, PROBLEMS, method_label, ordered, problem_label
@@ -110,15 +112,29 @@ def _errors(resid: np.ndarray) -> tuple[float, float]:
     return float(np.sqrt(np.mean(resid**2))), float(np.mean(np.abs(resid)))
 
 
-def _cluster_wald(data: pd.DataFrame, both_formula: str) -> tuple[float, float, float]:
+def design_matrices(layer: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Design matrices of the Layer, Tracing and Both models, and the Both columns holding tracing terms.
+
+    Layer: intercept + treatment dummies of the sorted layer levels (first level = reference).
+    Both: Layer's columns, then the slope x and one interaction dummy·x per non-reference level.
+    """
+    levels = np.unique(layer)
+    dummies = (layer[:, None] == levels[None, 1:]).astype(float)
+    ones = np.ones((len(x), 1))
+    x_col = x[:, None]
+    layer_design = np.hstack([ones, dummies])
+    trace_design = np.hstack([ones, x_col])
+    both_design = np.hstack([layer_design, x_col, dummies * x_col])
+    tracing_terms = list(range(layer_design.shape[1], both_design.shape[1]))
+    return layer_design, trace_design, both_design, tracing_terms
+
+
+def _cluster_wald(y: np.ndarray, both: np.ndarray, tracing: list[int], groups: np.ndarray) -> tuple[float, float, float]:
     """Cluster-robust (by case_id) Wald F of all tracing terms in the Both model."""
-    groups = pd.factorize(data["case_id"])[0]
     if len(np.unique(groups)) < 3:
         return math.nan, math.nan, math.nan
-    fit = smf.ols(both_formula, data).fit(cov_type="cluster", cov_kwds={"groups": groups})
-    names = list(fit.params.index)
-    tracing = [i for i, name in enumerate(names) if name == "x" or name.endswith(":x")]
-    restriction = np.zeros((len(tracing), len(names)))
+    fit = sm.OLS(y, both).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    restriction = np.zeros((len(tracing), both.shape[1]))
     restriction[np.arange(len(tracing)), tracing] = 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -134,7 +150,8 @@ def fit_condition(df: pd.DataFrame, outcome: str, effect: str = "effect") -> Con
 
     Rows with a missing outcome, effect or layer are dropped first. Too few rows (not more than the
     Both model's parameters) give NaN statistics rather than an error, so a sparse condition shows as
-    "–" in the tables.
+    "–" in the tables. Rank-deficient designs (e.g. an effect constant within a layer) are fitted by
+    pseudo-inverse and the F-test uses their actual residual degrees of freedom.
     """
     missing = [c for c in (outcome, effect, "layer", "case_id") if c not in df.columns]
     if missing:
@@ -146,21 +163,23 @@ def fit_condition(df: pd.DataFrame, outcome: str, effect: str = "effect") -> Con
     n, n_facts, n_layers = len(data), int(data["case_id"].nunique()), int(data["layer"].nunique())
     if n <= 2 * n_layers + 1 or data["y"].nunique() < 2:
         return _nan_fit(n, n_facts, n_layers)
-    layer_formula, both_formula = ("y ~ C(layer)", "y ~ C(layer) * x") if n_layers > 1 else ("y ~ 1", "y ~ x")
-    layer_fit = smf.ols(layer_formula, data).fit()
-    trace_fit = smf.ols("y ~ x", data).fit()
-    both_fit = smf.ols(both_formula, data).fit()
+    y, x = data["y"].to_numpy(float), data["x"].to_numpy(float)
+    layer_design, trace_design, both_design, tracing = design_matrices(data["layer"].to_numpy(), x)
+    layer_fit = sm.OLS(y, layer_design).fit()
+    trace_fit = sm.OLS(y, trace_design).fit()
+    both_fit = sm.OLS(y, both_design).fit()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         f, p, df_num = both_fit.compare_f_test(layer_fit)
-    rmse_layer, mae_layer = _errors(np.asarray(layer_fit.resid))
-    rmse_trace, mae_trace = _errors(np.asarray(trace_fit.resid))
-    cluster_f, cluster_p, cluster_df = _cluster_wald(data, both_formula)
+    rmse_layer, mae_layer = _errors(layer_fit.resid)
+    rmse_trace, mae_trace = _errors(trace_fit.resid)
+    groups = pd.factorize(data["case_id"])[0]
+    cluster_f, cluster_p, cluster_df = _cluster_wald(y, both_design, tracing, groups)
     r2_layer = float(layer_fit.rsquared) if n_layers > 1 else 0.0
     return ConditionFit(
         n=n, n_facts=n_facts, n_layers=n_layers, r2_layer=r2_layer, r2_trace=float(trace_fit.rsquared),
         r2_both=float(both_fit.rsquared), diff=float(both_fit.rsquared) - r2_layer, f=float(f), p=float(p),
-        df_num=float(df_num), df_den=float(both_fit.df_resid), slope=float(trace_fit.params["x"]),
+        df_num=float(df_num), df_den=float(both_fit.df_resid), slope=float(trace_fit.params[1]),
         rmse_layer=rmse_layer, mae_layer=mae_layer, rmse_trace=rmse_trace, mae_trace=mae_trace,
         cluster_f=cluster_f, cluster_p=cluster_p, cluster_df_den=cluster_df,
     )

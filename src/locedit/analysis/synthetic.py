@@ -39,7 +39,7 @@ def _trace_fact(rng: np.random.Generator, n_layers: int, window: int) -> tuple[d
     s1 = int(min(n_tokens - 1, s0 + rng.integers(1, 4)))
     p_clean, p_noise = float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.001, 0.05))
     peak = rng.normal(n_layers / 4, n_layers / 8)
-    width = 1.0 + window / 3 + rng.uniform(0, 2)
+    width = (0.3 if rng.uniform() < 0.3 else 1.0 + rng.uniform(0, 2)) + window / 10
     layers = np.arange(n_layers)
     profile = np.exp(-((layers - peak) ** 2) / (2 * width**2))
     tokens = np.arange(s0, n_tokens)

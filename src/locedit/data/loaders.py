@@ -157,6 +157,14 @@ def _expand(path_or_paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return files
 
 
+def detect_format(path_or_paths: PathLike | Sequence[PathLike]) -> str:
+    """The format name (one of ``FORMATS``) of a dataset file, file list or CounterFact folder."""
+    found = {_format_of_file(p, read_records(p)) for p in _expand(path_or_paths)}
+    if len(found) > 1:
+        raise DataError(f"mixed dataset formats {sorted(found)}; load them separately")
+    return found.pop()
+
+
 def _read_file(path: Path, report: LoadReport, strict: bool, seed: int, fmt: str | None = None) -> list[Fact]:
     records = read_records(path)
     found = _format_of_file(path, records)

@@ -48,6 +48,7 @@ class DataConfig(_Strict):
     known_only: bool = Field(False, description="keep only the shipped known-fact case ids for SmolLM2")
     limit: int | None = Field(None, ge=1, description="at most this many facts after the selections above")
     correctness_filter: bool = Field(True, description="trace and edit only facts the model knows (SPEC §1.2.3)")
+    filter_mode: Literal["compat", "fixed"] = Field("compat", description="correctness continuation rule (§9.2.11)")
     erasure_threshold: float = Field(0.02, ge=0.0, lt=1.0, description="Fact Erasure needs p(o_true) > this")
     compat_skips: bool = Field(True, description="reference hard skips: case 1531 always, 1517 for some runs")
 
@@ -85,6 +86,8 @@ class EditConfig(_Strict):
     noise: float | None = Field(None, gt=0.0, description="editing noise sigma (Fact Forcing, Tracing Reversal)")
     o_noise_mode: Literal["compat", "continuation", "argmax"] = "compat"
     ff_noise_mode: Literal["compat", "fixed"] = "compat"
+    essence: bool = Field(True, description="compute the essence score (sampled texts, perplexity drift)")
+    average_prompts: bool = Field(False, description="average all paraphrase/neighbor prompts (paper) vs first (code)")
 
     @field_validator("methods", "problems", "layers")
     @classmethod

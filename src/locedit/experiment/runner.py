@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -29,8 +29,7 @@ from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths,
 from locedit.experiment.manifest import check_run_dir, new_manifest, write_manifest
 from locedit.experiment.selection import select_facts
 from locedit.experiment.store import Store
-from locedit.experiment.sweep import SweepSummary, Unit, progress_bar, run_units
-from locedit.models.scoring import target_probs
+from locedit.experiment.sweep import SweepAbort, SweepSummary, Unit, progress_bar, run_units
 
 # Reference hard skips (SPEC §1.2.2), applied when data.compat_skips is on.
 ALWAYS_SKIPPED = 1531
@@ -159,18 +158,33 @@ class Experiment:
 
     def __init__(self, cfg: ExperimentConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase):
         self.cfg, self.model, self.tok = cfg, model, tok
-        self._edit_session: Any = None
+        self._filters: dict[int, tuple[bool, float, bool]] = {}
 
     # -- facts and tracing
-    def fact_row(self, fact: Fact) -> dict[str, Any]:
-        """The knowledge filters of SPEC §1.2, computed once per fact."""
-        from locedit.data.filters import is_correct
+    def prefilter(self, facts: list[Fact], progress: Callable[[int], None] | None = None) -> None:
+        """Run the knowledge filters for ``facts`` in batches (cached in memory until their units run).
 
-        p_true = float(target_probs(self.model, self.tok, [fact.prompt], [fact.target_true])[0])
+        ``progress`` is called with the number of facts done per batch, once per filter.
+        """
+        from locedit.data.filters import correctness_filter, erasure_filter
+
+        todo = [f for f in facts if f.case_id not in self._filters]
+        if not todo:
+            return
+        verdicts = correctness_filter(self.model, self.tok, todo, mode=self.cfg.data.filter_mode,
+                                      progress=progress).known
+        erasure = erasure_filter(self.model, self.tok, todo, threshold=self.cfg.data.erasure_threshold,
+                                 progress=progress)
+        for f, known, e in zip(todo, verdicts, erasure):
+            self._filters[f.case_id] = (bool(known), e.p_true, e.passes)
+
+    def fact_row(self, fact: Fact) -> dict[str, Any]:
+        """The ``facts`` row: the knowledge filters of SPEC §1.2, computed once per fact."""
+        self.prefilter([fact])
+        known, p_true, passes = self._filters[fact.case_id]
         return {"case_id": fact.case_id, "subject": fact.subject, "prompt": fact.prompt,
-                "target_true": fact.target_true, "target_new": fact.target_new,
-                "is_correct": bool(is_correct(self.model, self.tok, fact)), "p_true": p_true,
-                "passes_erasure_filter": p_true > self.cfg.data.erasure_threshold}
+                "target_true": fact.target_true, "target_new": fact.target_new, "is_correct": known,
+                "p_true": p_true, "passes_erasure_filter": passes}
 
     def trace_unit(self, fact: Fact) -> dict[str, list[dict[str, Any]]]:
         row = self.fact_row(fact)
@@ -202,28 +216,43 @@ class Experiment:
                 return False
         return True
 
-    def edit_layer_sets(self) -> list[tuple[str, int]]:
-        return [(m, layer) for m in self.cfg.edit.methods for layer in self.cfg.edit.layers]
+    def prepare_edits(self) -> dict[str, Any]:
+        """Precompute the second-moment statistics of every layer the ROME / MEMIT edits touch (SPEC §3.2).
 
-    def prepare_edits(self, methods_layers: list[tuple[str, int]]) -> dict[str, Any]:
-        """Precompute second-moment statistics for every layer the pending ROME/MEMIT edits need."""
-        from locedit.edit.api import precompute_stats
+        Done once before any edit, outside any noise hook (SPEC §9.2.12); returns what to record in the
+        manifest (corpus, token count, layers).
+        """
+        from locedit.edit.hparams import resolve_hparams
+        from locedit.edit.methods import edit_layers, get_method
+        from locedit.edit.stats import moments_for
 
-        needed = [(m, layer) for m, layer in methods_layers if m in ("rome", "memit")]
-        if not needed:
-            return {}
-        return precompute_stats(self.model, self.tok, needed, problems=self.cfg.edit.problems,
-                                overrides={m: hparam_overrides(self.cfg, m, self.cfg.edit.problems[0])
-                                           for m, _ in needed})
+        groups: dict[tuple[str | None, int], set[int]] = {}
+        for method in (m for m in self.cfg.edit.methods if get_method(m).uses_stats):
+            for problem in self.cfg.edit.problems:
+                hp = resolve_hparams(method, self.model, problem, hparam_overrides(self.cfg, method, problem))
+                for layer in self.cfg.edit.layers:
+                    groups.setdefault((hp.mom2_corpus, hp.mom2_n_tokens), set()).update(
+                        edit_layers(self.model, layer, hp))
+        infos = []
+        for (corpus, n_tokens), layers in groups.items():
+            moments = moments_for(self.model, self.tok, corpus, n_tokens)
+            moments.prefetch(sorted(layers))
+            infos.append({**moments.info.to_dict(), "layers": sorted(layers)})
+        return {"second_moments": infos} if infos else {}
 
     def edit_unit(self, fact: Fact, method: str, problem: str, layer: int) -> dict[str, list[dict[str, Any]]]:
-        from locedit.edit.api import edit_and_evaluate
+        """One edit with its pre/post evaluation; aborts the sweep if the weights were not restored."""
+        from locedit.edit.api import edit_and_evaluate, store_row
 
         e = self.cfg.edit
-        row = edit_and_evaluate(self.model, self.tok, fact, method, layer, problem,
-                                hparams=hparam_overrides(self.cfg, method, problem), noise_sigma=e.noise,
-                                o_noise_mode=e.o_noise_mode, ff_noise_mode=e.ff_noise_mode)
-        return {"edits": [row]}
+        result = edit_and_evaluate(self.model, self.tok, fact, method, layer, problem,
+                                   hparams=hparam_overrides(self.cfg, method, problem), noise_sigma=e.noise,
+                                   o_noise_mode=e.o_noise_mode, ff_noise_mode=e.ff_noise_mode, essence=e.essence,
+                                   average=e.average_prompts)
+        if result.get("weights_restored") is False:
+            raise SweepAbort(f"edit {method} of case {fact.case_id} at layer {layer} did not restore the weights; "
+                             "the sweep stopped (completed units are kept)")
+        return {"edits": [store_row(result)]}
 
 
 def trace_units(exp: Experiment, facts: list[Fact]) -> list[Unit]:
@@ -267,13 +296,18 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, console
     write_manifest(run_dir, manifest)
 
     with Store(run_dir) as store, progress_bar(console, disable=not progress) as bar:
+        done = store.completed_units()
+        unfiltered = [f for f in facts if f"trace:{f.case_id}" not in done]
+        if unfiltered:
+            task = bar.add_task("filters", total=2 * len(unfiltered))
+            exp.prefilter(unfiltered, progress=lambda n: bar.advance(task, n))
         tracing = run_units(store, trace_units(exp, facts), cfg.seeds.tracing, "tracing", bar)
         fact_rows = {r["case_id"]: r for r in store.rows("facts")}
         units = edit_units(exp, facts, fact_rows)
         pending = [u for u in units if u.name not in store.completed_units()]
         if pending:
             with console.status("second-moment statistics ..."):
-                stats_info = exp.prepare_edits(exp.edit_layer_sets())
+                stats_info = exp.prepare_edits()
             if stats_info:
                 manifest["stats"] = {**manifest.get("stats", {}), **stats_info}
         editing = run_units(store, units, cfg.seeds.editing, "editing", bar)

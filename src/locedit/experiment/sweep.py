@@ -26,6 +26,10 @@ from locedit.experiment.store import Store
 Rows = Mapping[str, Iterable[Mapping[str, Any]]]
 
 
+class SweepAbort(RuntimeError):
+    """Raised by a unit when continuing would corrupt later units (e.g. weights not restored)."""
+
+
 @dataclass(frozen=True)
 class Unit:
     """One resumable piece of work: ``work()`` returns {table: rows}, written in one transaction."""
@@ -103,6 +107,8 @@ def run_units(store: Store, units: Sequence[Unit], seed: int, label: str = "unit
             rows = unit.work()
             store.write_unit(unit.name, unit.kind, unit.case_id, rows, time.perf_counter() - t0)
             summary.done += 1
+        except SweepAbort:
+            raise
         except Exception as err:  # noqa: BLE001 - a failing unit is recorded, counted and retried next run
             message = error_line(err)
             store.record_failure(unit.name, unit.case_id, unit.kind, message)

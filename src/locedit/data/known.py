@@ -1,0 +1,117 @@
+"""Which facts a model knows, computed once and kept: a resumable verdict cache and the known-ids file.
+
+Both filters are deterministic per (model, fact) (SPEC §1.2 item 5), so ``assess_facts`` appends each
+finished batch to a JSON-lines cache and skips facts already there; an interrupted run resumes.
+``save_known_ids`` writes the small file sweeps read to select known facts without recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from locedit.data.fact import Fact
+from locedit.data.filters import (
+    ERASURE_THRESHOLD,
+    MAX_NEW_TOKENS,
+    FilterMode,
+    Progress,
+    correctness_filter,
+    erasure_filter,
+)
+from locedit.data.validation import DataError, read_json
+from locedit.models.tokens import encode
+
+SMOLLM2_KNOWN = "smollm2_known_counterfact.json"
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Both filters' outcome for one fact (the cache row)."""
+
+    case_id: int
+    prompt: str
+    target_true: str
+    compat: bool
+    fixed: bool
+    p_true: float
+    passes_erasure: bool
+
+    def known(self, mode: FilterMode = "compat") -> bool:
+        return self.compat if mode == "compat" else self.fixed
+
+
+def _read_cache(path: Path | None, model_name: str) -> dict[tuple[int, str, str], Knowledge]:
+    if path is None or not path.exists():
+        return {}
+    rows = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}: line {n} is not JSON; delete the cache file to recompute") from None
+        if row.pop("model", None) == model_name and row.pop("max_new_tokens", None) == MAX_NEW_TOKENS:
+            k = Knowledge(**row)
+            rows[(k.case_id, k.prompt, k.target_true)] = k
+    return rows
+
+
+def assess_facts(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    facts: Sequence[Fact],
+    *,
+    model_name: str,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    threshold: float = ERASURE_THRESHOLD,
+    progress: Progress | None = None,
+) -> list[Knowledge]:
+    """Correctness (both modes) and erasure-filter outcome of every fact, in input order.
+
+    Facts found in ``cache`` (same model name, case_id, prompt and target) are not recomputed; new
+    batches are appended to it as they finish.
+    """
+    done = _read_cache(cache, model_name)
+    key = lambda f: (f.case_id, f.prompt, f.target_true)  # noqa: E731
+    todo = sorted((f for f in facts if key(f) not in done), key=lambda f: len(encode(tok, f.prompt)))
+    if progress and len(todo) < len(facts):
+        progress(len(facts) - len(todo))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        verdicts = correctness_filter(model, tok, chunk, batch_size=batch_size).verdicts
+        erasure = erasure_filter(model, tok, chunk, threshold=threshold, batch_size=batch_size)
+        rows = [Knowledge(f.case_id, f.prompt, f.target_true, v.compat, v.fixed, e.p_true, e.passes)
+                for f, v, e in zip(chunk, verdicts, erasure)]
+        done.update((key(f), k) for f, k in zip(chunk, rows))
+        if cache is not None:
+            with cache.open("a", encoding="utf-8") as out:
+                for k in rows:
+                    out.write(json.dumps({"model": model_name, "max_new_tokens": MAX_NEW_TOKENS, **asdict(k)}) + "\n")
+        if progress:
+            progress(len(chunk))
+    return [done[key(f)] for f in facts]
+
+
+def save_known_ids(path: Path, model_name: str, rows: Sequence[Knowledge], mode: FilterMode = "compat") -> dict[str, Any]:
+    """Write ``{model, filter, n_candidates, case_ids}`` for the facts known under ``mode``."""
+    payload = {"model": model_name, "filter": f"correctness-{mode}-greedy{MAX_NEW_TOKENS}",
+               "n_candidates": len(rows), "case_ids": sorted(k.case_id for k in rows if k.known(mode))}
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return payload
+
+
+def load_known_ids(path: Path | None = None) -> dict[str, Any]:
+    """A known-ids file; by default the shipped SmolLM2-135M list over CounterFact case_ids 0..1999."""
+    path = path or Path(str(resources.files("locedit.data").joinpath(SMOLLM2_KNOWN)))
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("case_ids"), list):
+        raise DataError(f"{path}: not a known-ids file (expected an object with a 'case_ids' list)")
+    return data

@@ -1,0 +1,97 @@
+"""`locedit run`, `locedit demo` and `locedit export` through the real CLI app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from locedit.cli.main import app
+from locedit.data.fact import Fact
+from locedit.experiment.config import dump_toml, parse_config
+from locedit.experiment.demo import demo_config
+from locedit.experiment.schema import TABLES
+
+runner = CliRunner()
+FACTS = [
+    Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
+    Fact(1, "Toko Yasuda", "Toko Yasuda plays the instrument", "guitar", "piano"),
+]
+
+
+def _config(tmp_path: Path, **edit) -> Path:
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps([f.to_dict() for f in FACTS]))
+    cfg = parse_config({
+        "name": "cli", "model": {"name": "tiny:gpt2"},
+        "data": {"source": str(facts), "correctness_filter": False},
+        "localize": {"windows": [3], "samples": 2},
+        "edit": {"methods": ["ft-1"], "problems": ["error-injection", "fact-amplification"], "layers": [1, 4], **edit},
+        "analysis": {"analyze": True, "report": True},
+    })
+    path = tmp_path / f"cli-{cfg.short_hash()}.toml"
+    path.write_text(dump_toml(cfg))
+    return path
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"methods": ["romeo"]}, "unknown editing method"),
+    ({"problems": ["fact-forging"]}, "unknown editing problem"),
+    ({"layers": [1, 9]}, "out of range"),
+])
+def test_bad_config_fails_in_one_line_before_work(tmp_path, edit, match):
+    result = runner.invoke(app, ["run", str(_config(tmp_path, **edit)), "--out", str(tmp_path / "run")])
+    assert match in _one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_and_config_are_one_line_errors(tmp_path):
+    cfg = parse_config({"model": {"name": "tiny:llama"}, "data": {"source": str(tmp_path / "nope.json")}})
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(cfg))
+    assert "does not exist" in _one_line_error(runner.invoke(app, ["run", str(path)]))
+    assert "does not exist" in _one_line_error(runner.invoke(app, ["run", str(tmp_path / "missing.toml")]))
+
+
+def test_run_resume_export_and_foreign_config(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "run"
+    first = runner.invoke(app, ["run", str(config), "--out", str(out), "--json", "--no-progress"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["editing"]["done"] == 2 * 2 * 2 and summary["failed"] == 0
+    assert summary["tracing"]["done"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config_hash"] == parse_config(manifest["config"]).hash()
+    assert manifest["versions"]["torch"] and manifest["seeds"] == {"tracing": 1, "editing": 0}
+
+    again = runner.invoke(app, ["run", str(config), "--out", str(out), "--json", "--no-progress"])
+    resumed = json.loads(again.stdout)
+    assert resumed["editing"]["done"] == 0 and resumed["editing"]["skipped"] == 8
+
+    other = _config(tmp_path, layers=[2])
+    assert "not of this config" in _one_line_error(runner.invoke(app, ["run", str(other), "--out", str(out)]))
+
+    exported = runner.invoke(app, ["export", str(out), "--format", "csv", "--out", str(tmp_path / "csv"), "--json"])
+    assert exported.exit_code == 0, exported.output
+    assert len(json.loads(exported.stdout)["files"]) == len(TABLES)
+    edits = pd.read_csv(tmp_path / "csv" / "edits.csv")
+    assert len(edits) == 8 and list(edits.columns) == list(TABLES["edits"])
+    assert "csv, parquet" in _one_line_error(runner.invoke(app, ["export", str(out), "--format", "xlsx"]))
+
+
+def test_demo_config_switches_to_counterfact_known_facts():
+    plain, cf = demo_config(), demo_config(use_counterfact=True)
+    assert plain.data.source == "demo"
+    assert cf.data.source == "counterfact" and cf.data.known_only and cf.data.limit == plain.data.limit
+    assert cf.edit == plain.edit and cf.hash() != plain.hash()

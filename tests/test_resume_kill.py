@@ -1,0 +1,115 @@
+"""Kill a real `locedit run` with SIGKILL mid-sweep, check the database, resume, compare to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from locedit.data.fact import Fact
+from locedit.experiment.config import dump_toml, parse_config
+from locedit.experiment.store import UNIQUE_KEYS, read_frames
+
+FACTS = [
+    Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
+    Fact(1, "Toko Yasuda", "Toko Yasuda plays the instrument", "guitar", "piano"),
+    Fact(2, "Autonomous University of Madrid", "Autonomous University of Madrid, which is located in", "Spain",
+         "Sweden"),
+    Fact(3, "Thomas Joannes Stieltjes", "Thomas Joannes Stieltjes was born in", "Netherlands", "Italy"),
+]
+LAYERS = [0, 1, 2, 3, 4, 5]
+N_EDITS = len(FACTS) * 2 * len(LAYERS)  # methods rome and ft-1, one problem
+
+
+def write_config(folder: Path) -> Path:
+    """A tiny-model config (random weights, so no correctness filter) over FACTS."""
+    facts = folder / "facts.json"
+    facts.write_text(json.dumps([f.to_dict() for f in FACTS]))
+    cfg = parse_config({
+        "name": "kill", "model": {"name": "tiny:llama"},
+        "data": {"source": str(facts), "correctness_filter": False},
+        "localize": {"windows": [3], "samples": 3},
+        "edit": {"methods": ["rome", "ft-1"], "problems": ["error-injection"], "layers": LAYERS,
+                 "hparams": {"rome": {"v_num_grad_steps": 5}}},
+        "stats": {"n_tokens": 2000},
+        "analysis": {"analyze": False, "report": False},
+    })
+    path = folder / "kill.toml"
+    path.write_text(dump_toml(cfg))
+    return path
+
+
+def run_cmd(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "locedit.cli.main", "run", str(config), "--out", str(out), "--no-progress", "--json"]
+
+
+def n_units(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM units WHERE kind = 'edit'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def assert_consistent(db: Path) -> dict[str, float]:
+    """No duplicate keys; every result row belongs to a completed unit and every completed unit has its rows."""
+    conn = sqlite3.connect(db)
+    for table, key in UNIQUE_KEYS.items():
+        cols = ", ".join(key)
+        dupes = conn.execute(f"SELECT {cols}, COUNT(*) c FROM {table} GROUP BY {cols} HAVING c > 1").fetchall()
+        assert dupes == [], f"duplicates in {table}"
+    units = dict(conn.execute("SELECT unit, finished_at FROM units").fetchall())
+    edits = {f"edit:{c}:{m}:{p}:{l}" for c, m, p, l in conn.execute("SELECT case_id, method, problem, layer FROM edits")}
+    assert edits == {u for u in units if u.startswith("edit:")}
+    traced = {f"trace:{c}" for (c,) in conn.execute("SELECT DISTINCT case_id FROM trace_points")}
+    facts = {f"trace:{c}" for (c,) in conn.execute("SELECT case_id FROM facts")}
+    assert traced == facts == {u for u in units if u.startswith("trace:")}
+    conn.close()
+    return units
+
+
+def comparable(run_dir: Path) -> dict[str, list[dict]]:
+    frames = read_frames(run_dir)
+    out = {}
+    for table, df in frames.items():
+        df = df.drop(columns=[c for c in ("edit_seconds", "eval_seconds") if c in df.columns])
+        out[table] = df.sort_values(list(UNIQUE_KEYS[table])).round(6).to_dict("records")
+    return out
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
+    config = write_config(tmp_path)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    proc = subprocess.Popen(run_cmd(config, killed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    db = killed / "results.sqlite"
+    deadline = time.time() + 300
+    while n_units(db) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+
+    before = assert_consistent(db)
+    done_before = sum(u.startswith("edit:") for u in before)
+    assert 5 <= done_before < N_EDITS, "the run was not killed mid-sweep"
+
+    resumed = subprocess.run(run_cmd(config, killed), capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["failed"] == 0
+    assert summary["editing"]["skipped"] == done_before
+    assert summary["editing"]["done"] == N_EDITS - done_before
+    after = assert_consistent(db)
+    assert sum(u.startswith("edit:") for u in after) == N_EDITS
+    assert all(after[u] == t for u, t in before.items()), "a completed unit was recomputed"
+
+    uninterrupted = subprocess.run(run_cmd(config, whole), capture_output=True, text=True, env=env, timeout=600)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    assert comparable(killed) == comparable(whole)
