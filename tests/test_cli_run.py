@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from locedit.cli.main import app
@@ -16,6 +17,22 @@ from locedit.experiment.demo import demo_config
 from locedit.experiment.schema import TABLES
 
 runner = CliRunner()
+
+try:  # tracing is built in parallel; until it lands, the trace units write only the facts rows
+    from locedit.localize.causal_trace import trace as _trace  # noqa: F401
+
+    TRACE_AVAILABLE = True
+except ImportError:
+    TRACE_AVAILABLE = False
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 FACTS = [
     Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
     Fact(1, "Toko Yasuda", "Toko Yasuda plays the instrument", "guitar", "piano"),
@@ -28,8 +45,9 @@ def _config(tmp_path: Path, **edit) -> Path:
     cfg = parse_config({
         "name": "cli", "model": {"name": "tiny:gpt2"},
         "data": {"source": str(facts), "correctness_filter": False},
-        "localize": {"windows": [3], "samples": 2},
-        "edit": {"methods": ["ft-1"], "problems": ["error-injection", "fact-amplification"], "layers": [1, 4], **edit},
+        "localize": {"windows": [3], "samples": 2, "enabled": TRACE_AVAILABLE},
+        "edit": {"methods": ["ft-1"], "problems": ["error-injection", "fact-amplification"], "layers": [1, 4],
+                 "essence": False, "hparams": {"ft-1": {"num_steps": 10}}, **edit},
         "analysis": {"analyze": True, "report": True},
     })
     path = tmp_path / f"cli-{cfg.short_hash()}.toml"
@@ -71,6 +89,8 @@ def test_run_resume_export_and_foreign_config(tmp_path):
     summary = json.loads(first.stdout)
     assert summary["editing"]["done"] == 2 * 2 * 2 and summary["failed"] == 0
     assert summary["tracing"]["done"] == 2
+    if summary["analysis_error"] is None:
+        assert Path(summary["report"]).is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config_hash"] == parse_config(manifest["config"]).hash()
     assert manifest["versions"]["torch"] and manifest["seeds"] == {"tracing": 1, "editing": 0}

@@ -36,10 +36,12 @@ def test_compat_keeps_an_unreproduced_prompt(tiny_llama):
     _, tok = tiny_llama
     prompt, new = "Apple Inc . was founded by", encode(tok, " Steve Jobs in a garage")
     assert continuation_texts(tok, prompt, new) == ("Steve Jobs in a garage", "Steve Jobs in a garage")
-    compat, fixed = continuation_texts(cleanup_tokenizer(tok), prompt, new)
+    cleaning = cleanup_tokenizer(tok)
+    compat, fixed = continuation_texts(cleaning, prompt, new)
     assert compat.startswith("Apple Inc.") and fixed == "Steve Jobs in a garage"
     fact = Fact(0, "Apple Inc", prompt, "Apple")
-    assert (verdict_of(cleanup_tokenizer(tok), fact, new).compat, verdict_of(cleanup_tokenizer(tok), fact, new).fixed) == (True, False)
+    v = verdict_of(cleaning, fact, new)
+    assert (v.compat, v.fixed) == (True, False)
     v = verdict_of(tok, fact, new)
     assert (v.compat, v.fixed) == (False, False)
 
@@ -77,8 +79,8 @@ def test_erasure_threshold_is_strict(tiny_llama):
 @pytest.mark.embedded
 def test_batched_verdicts_equal_single_on_embedded(embedded, shared_data):
     model, tok = embedded
-    facts = load_counterfact_mend(shared_data)[:10]
-    batched = correctness_filter(model, tok, facts, batch_size=5)
+    facts = load_counterfact_mend(shared_data)[:6]
+    batched = correctness_filter(model, tok, facts, batch_size=4)
     single = [correctness_filter(model, tok, [f]).verdicts[0] for f in facts]
     assert [(v.compat, v.fixed) for v in batched.verdicts] == [(v.compat, v.fixed) for v in single]
     assert batched.n_known >= 1  # case 0 (French) is known
@@ -90,7 +92,7 @@ def test_batched_verdicts_equal_single_on_embedded(embedded, shared_data):
 @pytest.mark.embedded
 def test_compat_and_fixed_differ_only_for_unreproduced_prompts(embedded):
     model, tok = embedded
-    facts = load_demo_facts()[:6] + [
+    facts = load_demo_facts()[:4] + [
         Fact(100, "Paris", "Paris , the capital of France, lies on the river", "Paris"),
         Fact(101, "Berlin", "Berlin , the capital of Germany, lies on the river", "Berlin")]
     plain = correctness_filter(model, tok, facts)

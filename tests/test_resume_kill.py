@@ -15,14 +15,20 @@ from locedit.data.fact import Fact
 from locedit.experiment.config import dump_toml, parse_config
 from locedit.experiment.store import UNIQUE_KEYS, read_frames
 
+try:  # tracing is built in parallel; until it lands, the trace units write only the facts rows
+    from locedit.localize.causal_trace import trace as _trace  # noqa: F401
+
+    TRACE_AVAILABLE = True
+except ImportError:
+    TRACE_AVAILABLE = False
+
 FACTS = [
     Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
     Fact(1, "Toko Yasuda", "Toko Yasuda plays the instrument", "guitar", "piano"),
     Fact(2, "Autonomous University of Madrid", "Autonomous University of Madrid, which is located in", "Spain",
          "Sweden"),
-    Fact(3, "Thomas Joannes Stieltjes", "Thomas Joannes Stieltjes was born in", "Netherlands", "Italy"),
 ]
-LAYERS = [0, 1, 2, 3, 4, 5]
+LAYERS = [0, 2, 3, 5]
 N_EDITS = len(FACTS) * 2 * len(LAYERS)  # methods rome and ft-1, one problem
 
 
@@ -33,9 +39,9 @@ def write_config(folder: Path) -> Path:
     cfg = parse_config({
         "name": "kill", "model": {"name": "tiny:llama"},
         "data": {"source": str(facts), "correctness_filter": False},
-        "localize": {"windows": [3], "samples": 3},
-        "edit": {"methods": ["rome", "ft-1"], "problems": ["error-injection"], "layers": LAYERS,
-                 "hparams": {"rome": {"v_num_grad_steps": 5}}},
+        "localize": {"windows": [3], "samples": 3, "enabled": TRACE_AVAILABLE},
+        "edit": {"methods": ["rome", "ft-1"], "problems": ["error-injection"], "layers": LAYERS, "essence": False,
+                 "hparams": {"rome": {"v_num_grad_steps": 5}, "ft-1": {"num_steps": 10}}},
         "stats": {"n_tokens": 2000},
         "analysis": {"analyze": False, "report": False},
     })
@@ -45,7 +51,8 @@ def write_config(folder: Path) -> Path:
 
 
 def run_cmd(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "locedit.cli.main", "run", str(config), "--out", str(out), "--no-progress", "--json"]
+    return [sys.executable, "-m", "locedit.cli.main", "run", str(config), "--out", str(out), "--no-progress", "--json",
+            "--threads", "1"]
 
 
 def n_units(db: Path) -> int:
@@ -66,9 +73,11 @@ def assert_consistent(db: Path) -> dict[str, float]:
     units = dict(conn.execute("SELECT unit, finished_at FROM units").fetchall())
     edits = {f"edit:{c}:{m}:{p}:{l}" for c, m, p, l in conn.execute("SELECT case_id, method, problem, layer FROM edits")}
     assert edits == {u for u in units if u.startswith("edit:")}
-    traced = {f"trace:{c}" for (c,) in conn.execute("SELECT DISTINCT case_id FROM trace_points")}
     facts = {f"trace:{c}" for (c,) in conn.execute("SELECT case_id FROM facts")}
-    assert traced == facts == {u for u in units if u.startswith("trace:")}
+    assert facts == {u for u in units if u.startswith("trace:")}
+    if TRACE_AVAILABLE:
+        traced = {f"trace:{c}" for (c,) in conn.execute("SELECT DISTINCT case_id FROM trace_points")}
+        assert traced == facts
     conn.close()
     return units
 
@@ -85,7 +94,7 @@ def comparable(run_dir: Path) -> dict[str, list[dict]]:
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     config = write_config(tmp_path)
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
     proc = subprocess.Popen(run_cmd(config, killed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     db = killed / "results.sqlite"

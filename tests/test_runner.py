@@ -81,3 +81,16 @@ def test_edit_eligibility_follows_the_filters():
     assert exp.edit_eligible({**known, "case_id": 1517}, "rome", "error-injection")
     lenient = Experiment(parse_config({"data": {"correctness_filter": False, "compat_skips": False}}), None, None)
     assert lenient.edit_eligible({**known, "case_id": 1531, "is_correct": False}, "rome", "error-injection")
+
+
+def test_a_sweep_abort_stops_the_sweep_and_keeps_completed_units(tmp_path):
+    from locedit.experiment.sweep import SweepAbort
+
+    def bad():
+        raise SweepAbort("weights not restored")
+
+    units = _units(2, []) + [Unit("bad", "edit", 0, bad)] + _units(4, [])[2:]
+    with Store(tmp_path) as store:
+        with pytest.raises(SweepAbort):
+            run_units(store, units, seed=0)
+        assert store.completed_units() == {"u0", "u1"}

@@ -1,0 +1,11 @@
+"""Analysis: regressions of edit success on edit layer and tracing effect, the paper's tables and
+figures, and the self-contained HTML report (SPEC §6–7)."""
+
+from locedit.analysis.pipeline import AnalysisResult, analyze, analyze_frames
+from locedit.analysis.regressions import fit_condition, layer_correlations, per_edit_frame, regression_table
+from locedit.analysis.report import render_report, write_report, write_report_frames
+
+__all__ = [
+    "AnalysisResult", "analyze", "analyze_frames", "fit_condition", "layer_correlations", "per_edit_frame",
+    "regression_table", "render_report", "write_report", "write_report_frames",
+]

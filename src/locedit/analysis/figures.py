@@ -26,7 +26,7 @@ from scipy import stats  # noqa: E402
 from locedit.analysis.labels import (  # noqa: E402
     EFFECT_NAMES, METHODS, OUTCOME_NAMES, PROBLEM_NAMES, PROBLEMS, method_label, ordered, problem_label,
 )
-from locedit.analysis.regressions import format_p, regression_table  # noqa: E402
+from locedit.analysis.regressions import p_phrase, regression_table  # noqa: E402
 from locedit.analysis.trace_stats import effect_curve, peak_layers  # noqa: E402
 from locedit.windows import window_layers  # noqa: E402
 
@@ -226,7 +226,7 @@ def fig04_scatter(ctx: FigureContext) -> Figure:
     _unit_axes(ax)
     ax.set_xlabel(f"{EFFECT_NAMES['te']}, 0–1")
     ax.set_ylabel("rewrite score (0–1)")
-    ax.set_title(f"Fig. 4 — ROME Error Injection at layer {layer} (n = {len(at)}): r = {r:.3f}, p = {format_p(p)}",
+    ax.set_title(f"Fig. 4 — ROME Error Injection at layer {layer} (n = {len(at)}): r = {r:.3f}, {p_phrase(p)}",
                  fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     return fig
@@ -240,7 +240,7 @@ def _panels_by_layer(sub: pd.DataFrame, outcome: str, effect: str, title: str, x
         r, p = _scatter_fit(ax, at[effect].to_numpy(float), at[outcome].to_numpy(float))
         if effect in ("te", "te_clean", "effect", "z_subject", "z_all"):
             _unit_axes(ax)
-        ax.set_title(f"layer {layer}: r = {r:.2f}, p = {format_p(p)}", fontsize=9)
+        ax.set_title(f"layer {layer}: r = {r:.2f}, {p_phrase(p)}", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(f"{OUTCOME_NAMES.get(outcome, outcome)} (0–1)", fontsize=8)
     axes.flat[0].legend(fontsize=7, loc="lower left")
@@ -313,7 +313,7 @@ def fig06_r2(ctx: FigureContext) -> Figure:
     """Fig. 6: R² of the Layer model with the tracing effect's Diff stacked on top, per problem and method."""
     if ctx.regressions is None or ctx.regressions.empty:
         raise SkipFigure(ctx.per_edit_error or "no regressions")
-    return _r2_bars(ctx.regressions, f"Fig. 6 — Layer explains edit success, tracing adds little (window {ctx.window})")
+    return _r2_bars(ctx.regressions, f"Fig. 6 — R² of rewrite score: Layer, and the Diff added by tracing effects (window {ctx.window})")
 
 
 def fig12_r2_window10(ctx: FigureContext) -> Figure:

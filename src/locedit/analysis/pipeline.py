@@ -89,6 +89,18 @@ def _token_labeler(manifest: dict[str, Any] | None, facts: pd.DataFrame):
     return labels
 
 
+def pick_window(frames: dict[str, pd.DataFrame], kind: str = "mlp", window: int | None = None) -> int:
+    """The tracing window to analyse: ``window`` if given, else 5 (the paper's) if traced, else the smallest.
+
+    An explicit window the run has not traced is left for per_edit_frame to reject with the list.
+    """
+    if window is not None:
+        return int(window)
+    layers = frames.get("trace_layers", pd.DataFrame())
+    have = sorted(int(w) for w in layers.loc[layers["kind"] == kind, "window"].unique()) if not layers.empty else []
+    return 5 if 5 in have or not have else have[0]
+
+
 def _counts(frames: dict[str, pd.DataFrame], per_edit: pd.DataFrame | None) -> dict[str, int]:
     facts = frames.get("facts", pd.DataFrame())
     pts = frames.get("trace_points", pd.DataFrame())
@@ -106,11 +118,16 @@ def _num(v: Any) -> float | None:
 
 
 def analyze_frames(
-    frames: dict[str, pd.DataFrame], out_dir: Path, manifest: dict[str, Any] | None = None, window: int = 5,
-    kind: str = "mlp", figures: bool = True,
+    frames: dict[str, pd.DataFrame], out_dir: Path, manifest: dict[str, Any] | None = None,
+    window: int | None = None, kind: str = "mlp", figures: bool | tuple[str, ...] = True,
 ) -> AnalysisResult:
-    """Regressions (§6.2), correlations (§6.3), concentrated subset (§6.4), Tables 1–8, figures."""
+    """Regressions (§6.2), correlations (§6.3), concentrated subset (§6.4), Tables 1–8, figures.
+
+    ``window`` None picks 5 when traced, else the smallest traced window (see pick_window).
+    ``figures`` False draws none; a tuple of keys of figures.FIGURES draws only those.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    window = pick_window(frames, kind, window)
     config = (manifest or {}).get("config", {}) or {}
     zsre = is_zsre(manifest)
     correct_only = bool((config.get("data", {}) or {}).get("correctness_filter", True)) and not zsre
@@ -141,17 +158,20 @@ def analyze_frames(
         reg_conc.to_csv(out_dir / "regressions_concentrated.csv", index=False)
 
     n_layers = n_layers_of(frames)
+    rome_layer = rome_layer_of(frames, n_layers)
     written, skipped = [], {}
     if figures:
         ctx = FigureContext(
             frames=frames, window=window, kind=kind, per_edit=per_edit, per_edit_error=error, regressions=reg,
-            n_layers=n_layers, rome_layer=rome_layer_of(frames, n_layers),
+            n_layers=n_layers, rome_layer=rome_layer,
             token_labels=_token_labeler(manifest, frames.get("facts", empty)),
             per_edit_for_window=lambda w: per_edit_frame(frames, window=w, kind=kind, correct_only=correct_only),
         )
-        written, skipped = make_figures(ctx, out_dir / "figures")
+        only = figures if isinstance(figures, tuple) else None
+        written, skipped = make_figures(ctx, out_dir / "figures", only=only)
     result = AnalysisResult(out_dir, tables, reg, corr, written, skipped)
     result.summary = _summary(frames, per_edit, reg, conc, n_traced, window, kind, error, result)
+    result.summary["rome_layer"] = rome_layer
     (out_dir / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     return result
 
@@ -185,7 +205,8 @@ def _summary(frames, per_edit, reg, conc, n_traced, window, kind, error, result)
     }
 
 
-def analyze(run_dir: str | Path, window: int = 5, kind: str = "mlp", figures: bool = True) -> AnalysisResult:
+def analyze(run_dir: str | Path, window: int | None = None, kind: str = "mlp", figures: bool = True,
+            ) -> AnalysisResult:
     """Analyse a run directory (results.sqlite + manifest.json) into RUN_DIR/analysis."""
     from locedit.experiment.manifest import read_manifest
     from locedit.experiment.store import read_frames

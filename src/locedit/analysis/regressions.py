@@ -10,7 +10,9 @@ Each fact appears once per edit layer, so the rows are not independent. Beyond t
 also report a **cluster-robust Wald test** of the same hypothesis (all tracing terms of the Both model —
 the slope and its per-layer interactions — are zero), with the covariance clustered by ``case_id``
 (statsmodels ``cov_type="cluster"``; F reference distribution with G − 1 denominator df, G = number of
-facts). It answers the same question as the nested F-test without assuming independent rows.
+facts). It answers the same question as the nested F-test without assuming independent rows. Like any
+cluster-robust test it needs many clusters: with under ~100 facts it rejects too often (on synthetic
+data with no tracing slope and 36 facts, p < 0.05 in several of 20 conditions), so read it on full runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def format_p(p: float) -> str:
     if p < 1e-4:
         return "<1e-4"
     return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def p_phrase(p: float) -> str:
+    """"p < 1e-4" or "p = 0.123", for titles and notes."""
+    shown = format_p(p)
+    return f"p < {shown[1:]}" if shown.startswith("<") else f"p = {shown}"
 
 
 def per_edit_frame(

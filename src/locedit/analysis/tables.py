@@ -16,7 +16,7 @@ import pandas as pd
 
 from locedit.analysis import reference as ref
 from locedit.analysis.labels import OUTCOME_NAMES
-from locedit.analysis.regressions import format_p
+from locedit.analysis.regressions import format_p, p_phrase
 
 MODELS = ("Layer", "Tracing Effect", "Both")
 _R2_FIELD = {"Layer": "r2_layer", "Tracing Effect": "r2_trace", "Both": "r2_both"}
@@ -72,8 +72,8 @@ def _row(reg: pd.DataFrame, method: str, problem: str, outcome: str) -> pd.Serie
 
 def _fit_note(row: pd.Series) -> str:
     return (f"n = {int(row['n'])} edits of {int(row['n_facts'])} facts at {int(row['n_layers'])} layers. "
-            f"Nested F-test (Both vs Layer): F = {row['f']:.3g}, p = {format_p(row['p'])}; "
-            f"cluster-robust (by fact) Wald test of the tracing terms: p = {format_p(row['cluster_p'])}.")
+            f"Nested F-test (Both vs Layer): F = {row['f']:.3g}, {p_phrase(row['p'])}; "
+            f"cluster-robust (by fact) Wald test of the tracing terms: {p_phrase(row['cluster_p'])}.")
 
 
 def r2_table(reg: pd.DataFrame, key: str, title: str, reference: Mapping[str, float], extra_note: str = "",
@@ -103,7 +103,8 @@ def outcome_table(reg: pd.DataFrame, outcome: str, key: str, title: str,
             frame[f"{name} {ref.PAPER}"] = [float(reference.get((p, m), (math.nan,) * 5)[i])
                                             for p, m in zip(frame["problem"], frame["method"])]
     note = ("p: nested F-test of Both (layer-specific intercepts and tracing slopes) vs Layer; cluster p: the "
-            "same hypothesis with standard errors clustered by fact (each fact appears once per layer).")
+            "same hypothesis with standard errors clustered by fact (each fact appears once per layer); with few "
+            "facts (under ~100) the cluster-robust test is anti-conservative.")
     return Table(key, title, frame, note)
 
 

@@ -17,7 +17,7 @@ bench_app = typer.Typer(help="Benchmarks: per-stage speed and memory figures.", 
 app.add_typer(bench_app, name="bench")
 
 # Each module defines register(app, bench_app). Missing modules are skipped while they are being built.
-_COMMAND_MODULES = ("models_cmd", "data_cmd", "trace_cmd", "edit_cmd", "run_cmd", "analysis_cmd")
+_COMMAND_MODULES = ("models_cmd", "data_cmd", "trace_cmd", "edit_cmd", "run_cmd", "analysis_cmd", "stats_cmd")
 
 for _name in _COMMAND_MODULES:
     try:

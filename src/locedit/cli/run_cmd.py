@@ -12,6 +12,15 @@ from locedit.cli.common import JsonOpt, cli_errors, console, print_json
 
 OutOpt = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>-<config hash>).")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Hide the progress bar.")
+ThreadsOpt = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice). "
+                          "On a busy machine fewer threads than cores is often much faster.")
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -45,6 +54,7 @@ def run(
     config: Path = typer.Argument(..., help="Experiment config (TOML), e.g. configs/demo.toml."),
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
+    threads: Optional[int] = ThreadsOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Trace every selected fact, then run every (fact, method, problem, layer) edit; resumable.
@@ -56,11 +66,13 @@ def run(
     from locedit.experiment.runner import run_experiment
 
     cfg = load_config(config)
+    _set_threads(threads)
     _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
 
 
 @cli_errors
-def demo(out: Optional[Path] = OutOpt, no_progress: bool = NoProgressOpt, as_json: bool = JsonOpt) -> None:
+def demo(out: Optional[Path] = OutOpt, no_progress: bool = NoProgressOpt, threads: Optional[int] = ThreadsOpt,
+         as_json: bool = JsonOpt) -> None:
     """The embedded model on the demo facts: tracing, ROME Error Injection at 6 layers, analysis, report.
 
     With LOCEDIT_DATA_DIR set to the shared data, known CounterFact facts replace the demo facts.
@@ -70,6 +82,7 @@ def demo(out: Optional[Path] = OutOpt, no_progress: bool = NoProgressOpt, as_jso
     from locedit.experiment.runner import run_experiment
 
     cfg = demo_config(use_counterfact=bool(os.environ.get("LOCEDIT_DATA_DIR")))
+    _set_threads(threads)
     _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
 
 

@@ -1,6 +1,7 @@
 """Data: the Fact record, dataset loaders and validation, the knowledge filters, the shipped demo facts."""
 
 from locedit.data.fact import Fact, adhoc_fact
+from locedit.data.filters import CorrectnessResult, correctness_filter, erasure_filter
 from locedit.data.loaders import (
     FORMATS,
     default_dataset,
@@ -15,7 +16,7 @@ from locedit.data.loaders import (
 from locedit.data.validation import DataError, LoadReport
 
 __all__ = [
-    "DataError", "FORMATS", "Fact", "LoadReport", "adhoc_fact", "default_dataset", "load_counterfact_mend",
+    "CorrectnessResult", "DataError", "FORMATS", "Fact", "LoadReport", "adhoc_fact", "default_dataset", "load_counterfact_mend",
     "load_counterfact_rome", "load_demo_facts", "load_facts", "load_facts_with_report", "load_known_1000",
-    "load_zsre_mend",
+    "load_zsre_mend", "correctness_filter", "erasure_filter",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass, is_dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from locedit.edit.hparams import Hparams, resolve_hparams
 from locedit.edit.methods import apply_edit, edit_layers, get_method
 from locedit.edit.problems import ONoiseMode, PreparedEdit, ProblemContext, get_problem
 from locedit.edit.request import NoiseMode
+from locedit.evaluate.evaluation import Evaluation
 from locedit.evaluate.evaluator import Evaluator
 from locedit.experiment.schema import TABLES
 from locedit.models.families import family_for
@@ -104,26 +105,45 @@ class EditSession:
         hp, prepared = self._checked(fact, method, layer, problem, hparams)
         return apply_edit(self.model, self.tok, prepared.request, method, layer, hp, problem=prepared.problem)
 
-    def edit_and_evaluate(self, fact: Fact, method: str, layer: int, problem: str,
-                          hparams: HparamsArg = None) -> dict[str, Any]:
-        """Pre-eval (cached), edit, post-eval, restore, verify; one "edits" row plus ``weights_restored``."""
+    def run(self, fact: Fact, method: str, layer: int, problem: str, hparams: HparamsArg = None, *,
+            during: Callable[[EditHandle], Any] | None = None) -> "EditOutcome":
+        """Pre-eval (cached), edit, post-eval, restore, verify; the row and both evaluations.
+
+        ``during(handle)`` runs while the edit is applied (e.g. to generate text from the edited model).
+        """
         layer = check_layer(self.model, layer)
         hp, prepared = self._checked(fact, method, layer, problem, hparams)
         start = time.perf_counter()
         cached = self.evaluator.is_cached(prepared)
         pre = self.evaluator.pre(prepared)
         pre_seconds = 0.0 if cached else time.perf_counter() - start
-        layers = edit_layers(self.model, layer, hp)
-        before = _checksums(self.model, layers)
+        before = _checksums(self.model, edit_layers(self.model, layer, hp))
         with apply_edit(self.model, self.tok, prepared.request, method, layer, hp, problem=prepared.problem) as handle:
             post = self.evaluator.evaluate(prepared)
+            if during is not None:
+                during(handle)
         restored = _restored(self.model, before, handle)
         row = {"case_id": fact.case_id, "method": method, "problem": prepared.problem, "layer": layer,
                "layers": list(handle.layers), "target_new": prepared.target_new,
                "request_baseline": prepared.request_baseline,
                **self.evaluator.scores(prepared, pre, post),
                "edit_seconds": handle.edit_seconds, "eval_seconds": pre_seconds + post.seconds}
-        return {**{c: row.get(c) for c in EDIT_COLUMNS}, "weights_restored": restored}
+        return EditOutcome({**{c: row.get(c) for c in EDIT_COLUMNS}, "weights_restored": restored}, prepared, pre, post)
+
+    def edit_and_evaluate(self, fact: Fact, method: str, layer: int, problem: str,
+                          hparams: HparamsArg = None) -> dict[str, Any]:
+        """One "edits" row plus ``weights_restored`` (see :meth:`run`)."""
+        return self.run(fact, method, layer, problem, hparams).row
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    """What :meth:`EditSession.run` measured: the table row and the pre/post evaluations behind it."""
+
+    row: dict[str, Any]
+    prepared: PreparedEdit
+    pre: Evaluation
+    post: Evaluation
 
 
 # -- restoration check ------------------------------------------------------------------------------

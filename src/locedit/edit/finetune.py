@@ -58,15 +58,15 @@ def finetune(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditReques
                 logp = torch.log_softmax(logits_at(model, ids, mask, rows, positions), dim=-1)
                 lp = logp.gather(1, labels[:, None]).sum()
                 loss = lp.exp() if request.minimize else -lp
-                losses.append(float(loss))
-                if float(loss) >= hp.loss_threshold:
+                losses.append(float(loss.detach()))
+                if losses[-1] >= hp.loss_threshold:
                     loss.backward()
                     opt.step()
                     steps_taken += 1
                 with torch.no_grad():
                     for n, p in params.items():
                         p.copy_(torch.clamp(p, originals[n] - hp.norm_constraint, originals[n] + hp.norm_constraint))
-                below = below + 1 if float(loss) < hp.loss_threshold else 0
+                below = below + 1 if losses[-1] < hp.loss_threshold else 0
                 if not request.minimize and below >= hp.patience:
                     break
         deltas = {n: (p.detach() - originals[n]).clone() for n, p in params.items()}

@@ -113,9 +113,9 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
             kl_div = (q.exp() * (q - state["q0"])).sum()
             decay = schedule.weight_decay * delta.norm() / state["v0"].norm() ** 2
             loss = (torch.exp(-nll) if minimize else nll) + schedule.kl_factor * kl_div + decay
-            result.losses.append(float(loss))
-            result.nlls.append(float(nll))
-            if schedule.early_stop == "rome_original" and not minimize and float(loss) < ROME_ORIGINAL_STOP:
+            result.losses.append(float(loss.detach()))
+            result.nlls.append(float(nll.detach()))
+            if schedule.early_stop == "rome_original" and not minimize and result.losses[-1] < ROME_ORIGINAL_STOP:
                 break
             if it == schedule.steps - 1 and (not minimize or schedule.skip_final_when_minimizing):
                 break

@@ -191,13 +191,14 @@ class Experiment:
         rows: dict[str, list[dict[str, Any]]] = {"facts": [row]}
         loc = self.cfg.localize
         if loc.enabled and (row["is_correct"] or not self.cfg.data.correctness_filter):
-            from locedit.localize import trace
+            from locedit.localize.causal_trace import trace, zero
 
-            result = trace(self.model, self.tok, fact, kinds=tuple(loc.kinds), windows=tuple(loc.windows),
-                           samples=loc.samples, noise=loc.noise, zeroing=loc.zeroing,
-                           zeroing_window=loc.zeroing_window)
-            for table, table_rows in result.tables().items():
-                rows.setdefault(table, []).extend(table_rows)
+            traced = trace(self.model, self.tok, fact, kinds=loc.kinds, windows=loc.windows, samples=loc.samples,
+                           noise=loc.noise, seed=self.cfg.seeds.tracing)
+            for table in ("trace_points", "trace_cells", "trace_layers"):
+                rows[table] = traced.rows(table)
+            if loc.zeroing:
+                rows["zeroing_layers"] = zero(self.model, self.tok, fact, windows=[loc.zeroing_window]).rows()
         return rows
 
     # -- edits
@@ -331,9 +332,10 @@ def analyze_run(run_dir: Path, cfg: ExperimentConfig, console: Console) -> tuple
     try:
         from locedit.analysis import analyze, write_report
 
-        with console.status("analysis ..."):
-            if cfg.analysis.analyze:
-                analyze(run_dir)
-            return (write_report(run_dir) if cfg.analysis.report else None), None
+        with console.status("analysis and report ..."):
+            if cfg.analysis.report:  # write_report runs the analysis too
+                return write_report(run_dir), None
+            analyze(run_dir)
+            return None, None
     except Exception as err:  # noqa: BLE001 - the sweep's results are kept; the error is reported
         return None, error_line(err)

@@ -1,0 +1,285 @@
+"""`locedit edit` (edit one fact, show before/after) and `locedit bench edit` (seconds per edit and per statistic)."""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+import statistics
+import time
+from datetime import date
+from typing import Any, Optional
+
+import typer
+
+from locedit.cli.common import CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+
+GENERATE_TOKENS = 12
+BENCH_METHODS = ("rome", "memit", "ft-1", "ft-5")
+
+
+# -- fact from the command line -----------------------------------------------------------------------
+
+def first_word(text: str) -> str:
+    """The first word of a continuation (the fallback true target)."""
+    match = re.search(r"\w[\w'\-]*", text)
+    if match is None:
+        raise CliError(f"cannot find a word in the model's continuation {text!r}; pass --target-true")
+    return match.group(0)
+
+
+def _greedy_text(model, tok, prompt: str, n: int = GENERATE_TOKENS) -> str:
+    from locedit.models.generation import greedy_generate
+
+    return tok.decode(greedy_generate(model, tok, [prompt], max_new_tokens=n)[0], skip_special_tokens=True)
+
+
+def _dataset_fact(fact_id: int, dataset: Optional[str]):
+    from locedit.data.loaders import load_demo_facts, load_facts
+
+    facts = load_facts(dataset) if dataset else load_demo_facts()
+    for f in facts:
+        if f.case_id == fact_id:
+            return f
+    raise CliError(f"no fact with case_id {fact_id} in {dataset or 'the demo facts'}; "
+                   f"ids run {min(f.case_id for f in facts)}..{max(f.case_id for f in facts)}")
+
+
+def _cli_fact(model, tok, prompt, subject, target_new, target_true, paraphrases, neighbors, neighbor_target):
+    from dataclasses import replace
+
+    from locedit.data.fact import adhoc_fact
+
+    if not prompt or not prompt.strip() or not subject or not subject.strip():
+        raise CliError("give --prompt and --subject (or --fact-id with --dataset)")
+    if subject not in prompt:
+        raise CliError(f"subject {subject!r} does not occur in the prompt {prompt!r}; fix --subject")
+    true = target_true.strip() if target_true else first_word(_greedy_text(model, tok, prompt))
+    fact = adhoc_fact(prompt, subject, true, target_new.strip() if target_new else None,
+                      tuple(paraphrases or ()), tuple(neighbors or ()))
+    return replace(fact, neighborhood_target=neighbor_target.strip() if neighbor_target else None)
+
+
+# -- locedit edit --------------------------------------------------------------------------------------
+
+def _prompt_rows(prepared, pre, post, neighbor_true: Optional[tuple[list[float], list[float]]]) -> list[dict]:
+    from locedit.evaluate.evaluation import eval_prompts
+
+    rows = []
+    for group, prompts in eval_prompts(prepared).items():
+        if group == "attribute":
+            continue
+        for i, p in enumerate(prompts):
+            row = {"kind": group, "prompt": p,
+                   "p_target_new_pre": math.exp(pre.logp_new[group][i]),
+                   "p_target_new_post": math.exp(post.logp_new[group][i]),
+                   "p_baseline_pre": math.exp(pre.logp_base[group][i]),
+                   "p_baseline_post": math.exp(post.logp_base[group][i])}
+            if group == "neighborhood" and neighbor_true is not None:
+                row["p_neighbor_target_pre"], row["p_neighbor_target_post"] = neighbor_true[0][i], neighbor_true[1][i]
+            rows.append(row)
+    return rows
+
+
+def edit(
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt with the subject filled in."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject string inside the prompt."),
+    target_new: Optional[str] = typer.Option(None, "--target-new", help="New object (Error Injection), e.g. ' English'."),
+    target_true: Optional[str] = typer.Option(None, "--target-true", help="True object; default: first word of the model's greedy continuation."),
+    paraphrase: Optional[list[str]] = typer.Option(None, "--paraphrase", help="Paraphrase prompt; repeatable."),
+    neighbor: Optional[list[str]] = typer.Option(None, "--neighbor", help="Neighborhood prompt (other subject); repeatable."),
+    neighbor_target: Optional[str] = typer.Option(None, "--neighbor-target", help="True object of the neighborhood prompts (shown before/after)."),
+    fact_id: Optional[int] = typer.Option(None, "--fact-id", help="Edit the dataset fact with this case_id instead."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset file for --fact-id (default: the demo facts)."),
+    method: str = typer.Option("rome", "--method", help="rome, memit, ft-1 or ft-5."),
+    layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
+    problem: str = typer.Option("error-injection", "--problem", help="error-injection, tracing-reversal, fact-erasure, fact-amplification, fact-forcing."),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Subject noise sigma for tracing-reversal / fact-forcing (default: the model's)."),
+    o_noise_mode: str = typer.Option("compat", "--o-noise-mode", help="Tracing Reversal target: compat, continuation or argmax."),
+    essence: bool = typer.Option(True, "--essence/--no-essence", help="Compute the essence score (5 sampled texts)."),
+    generate: int = typer.Option(GENERATE_TOKENS, "--generate", help="Greedy tokens generated before and after the edit."),
+    model: str = ModelOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Edit one fact, then show target probabilities, generations and scores before and after."""
+    from locedit.edit.api import default_layer, session_for
+    from locedit.edit.problems import get_problem
+
+    get_problem(problem)  # fail on a bad name before loading the model
+    if generate < 0:
+        raise CliError(f"--generate must be >= 0, got {generate}")
+    if fact_id is None and (not prompt or not subject):
+        raise CliError("give --prompt and --subject, or --fact-id (with --dataset)")
+    m, tok = load(model, device, dtype)
+    fact = (_dataset_fact(fact_id, dataset) if fact_id is not None else
+            _cli_fact(m, tok, prompt, subject, target_new, target_true, paraphrase, neighbor, neighbor_target))
+    if fact_id is not None and target_new:
+        from dataclasses import replace
+
+        fact = replace(fact, target_new=target_new.strip())
+    layer = default_layer(m) if layer is None else layer
+    session = session_for(m, tok, noise_sigma=noise, o_noise_mode=o_noise_mode, essence=essence)
+    captured: dict[str, Any] = {}
+
+    def neighbor_true_probs() -> Optional[list[float]]:
+        from locedit.models.scoring import target_probs
+
+        if not fact.neighborhood_target or not fact.neighborhood_prompts:
+            return None
+        n = len(fact.neighborhood_prompts)
+        return target_probs(m, tok, list(fact.neighborhood_prompts), [fact.neighborhood_target] * n).tolist()
+
+    gen_before = _greedy_text(m, tok, fact.prompt, generate) if generate else ""
+    nb_before = neighbor_true_probs()
+
+    def during(handle) -> None:
+        captured["generation_after"] = _greedy_text(m, tok, fact.prompt, generate) if generate else ""
+        captured["neighbor_after"] = neighbor_true_probs()
+
+    with console.status(f"editing with {method} at layer {layer} ..."):
+        outcome = session.run(fact, method, layer, problem, during=during)
+    row = outcome.row
+    nb = (nb_before, captured["neighbor_after"]) if nb_before is not None else None
+    result = {**row, "prompt": fact.prompt, "subject": fact.subject, "target_true": fact.target_true,
+              "model": model, "prompts": _prompt_rows(outcome.prepared, outcome.pre, outcome.post, nb),
+              "generation_before": fact.prompt + gen_before,
+              "generation_after": fact.prompt + captured["generation_after"]}
+    if json_out:
+        print_json(result)
+        return
+    _print_edit(result)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _print_edit(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    out.print(f"[bold]{r['method']}[/] edit at layer {r['layers']} for [bold]{r['problem']}[/]: "
+              f"{r['prompt']!r} -> {r['target_new']!r} (true {r['target_true']!r}, baseline {r['request_baseline']!r})",
+              highlight=False)
+    table = Table(title="Target probabilities before -> after")
+    for col in ("kind", "prompt", "p(target_new)", "p(baseline)"):
+        table.add_column(col)
+    for p in r["prompts"]:
+        extra = (f"\np(neighbor target) {_fmt(p['p_neighbor_target_pre'])} -> {_fmt(p['p_neighbor_target_post'])}"
+                 if "p_neighbor_target_pre" in p else "")
+        table.add_row(p["kind"], p["prompt"], f"{_fmt(p['p_target_new_pre'])} -> {_fmt(p['p_target_new_post'])}",
+                      f"{_fmt(p['p_baseline_pre'])} -> {_fmt(p['p_baseline_post'])}{extra}")
+    out.print(table)
+    out.print(f"[bold]before:[/] {r['generation_before']!r}", highlight=False)
+    out.print(f"[bold]after: [/] {r['generation_after']!r}", highlight=False)
+    scores = Table(title="Scores")
+    for col in ("rewrite", "paraphrase", "neighborhood", "essence", "overall", "overall+essence", "restored"):
+        scores.add_column(col, justify="right")
+    scores.add_row(*(_fmt(r[k]) for k in ("rewrite_score", "paraphrase_score", "neighborhood_score", "essence_score",
+                                          "overall_score", "overall_essence_score")), str(r["weights_restored"]))
+    out.print(scores)
+    out.print(f"edit {r['edit_seconds']:.2f} s, evaluation {r['eval_seconds']:.2f} s")
+
+
+# -- locedit bench edit --------------------------------------------------------------------------------
+
+def _stats_seconds(m, tok, layer: int) -> dict[str, Any]:
+    """Seconds to accumulate one layer's key statistics (uncached) and to invert them."""
+    import torch
+
+    from locedit.edit.hparams import resolve_hparams
+    from locedit.edit.stats import accumulate_second_moments, moments_for
+
+    hp = resolve_hparams("rome", m)
+    store = moments_for(m, tok, hp.mom2_corpus, hp.mom2_n_tokens)
+    start = time.perf_counter()
+    c = accumulate_second_moments(m, tok, [layer], store.corpus, store.info.n_tokens,
+                                  max_doc_tokens=store.info.max_doc_tokens)[layer]
+    accumulate = time.perf_counter() - start
+    start = time.perf_counter()
+    torch.linalg.inv(c.double())
+    invert = time.perf_counter() - start
+    return {"n_tokens": store.info.n_tokens, "corpus": store.info.corpus, "accumulate_seconds": accumulate,
+            "invert_float64_seconds": invert}
+
+
+def bench_edit(
+    model: str = ModelOpt,
+    layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
+    facts: int = typer.Option(3, "--facts", "-n", help="How many demo facts to edit per method."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", help="Methods to time (default: all four); repeatable."),
+    problem: str = typer.Option("error-injection", "--problem", help="Editing problem to time."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Facts file (default: the demo facts)."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Seconds per edit (edit + evaluation) for each method at a middle layer, and seconds for statistics per layer."""
+    from locedit.data.loaders import load_demo_facts, load_facts
+    from locedit.edit.api import default_layer, session_for
+    from locedit.edit.methods import get_method
+    from locedit.edit.problems import get_problem
+
+    chosen = list(methods or BENCH_METHODS)
+    for name in chosen:
+        get_method(name)
+    get_problem(problem)
+    if facts < 1:
+        raise CliError(f"--facts must be >= 1, got {facts}")
+    m, tok = load(model, device, dtype)
+    layer = default_layer(m) if layer is None else layer
+    pool = (load_facts(dataset) if dataset else load_demo_facts())[:facts]
+    session = session_for(m, tok)
+    stats = _stats_seconds(m, tok, layer)
+    for name in chosen:  # warm the cached statistics and templates once, outside the timings
+        if get_method(name).uses_stats:
+            session.hparams(name, problem)
+    per_method: dict[str, dict[str, Any]] = {}
+    pre_seconds = []
+    for f in pool:  # the pre-edit evaluation (essence sampling included) is paid once per fact
+        start = time.perf_counter()
+        session.evaluator.pre(session.prepare(f, problem, session.hparams(chosen[0], problem)))
+        pre_seconds.append(time.perf_counter() - start)
+    for name in chosen:
+        session.edit_and_evaluate(pool[0], name, layer, problem)  # warm-up (templates, statistics, inverses)
+        walls, edits, evals, scores = [], [], [], []
+        for f in pool:
+            start = time.perf_counter()
+            row = session.edit_and_evaluate(f, name, layer, problem)
+            walls.append(time.perf_counter() - start)
+            edits.append(row["edit_seconds"])
+            evals.append(row["eval_seconds"])
+            scores.append(row["rewrite_score"])
+        per_method[name] = {"seconds_per_edit": statistics.mean(walls), "edit_seconds": statistics.mean(edits),
+                            "post_eval_seconds": statistics.mean(evals), "mean_rewrite_score": statistics.mean(scores)}
+    result = {"model": model, "device": device, "dtype": dtype, "layer": layer, "problem": problem, "facts": len(pool),
+              "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "date": date.today().isoformat(),
+              "pre_eval_seconds_per_fact": statistics.mean(pre_seconds), "statistics_per_layer": stats,
+              "methods": per_method}
+    if json_out:
+        print_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model}, layer {layer}, {problem}, {len(pool)} facts ({device}, {dtype})")
+    for col in ("method", "s / edit (edit + post-eval)", "edit s", "post-eval s", "mean rewrite"):
+        table.add_column(col, justify="right")
+    for name, r in per_method.items():
+        table.add_row(name, f"{r['seconds_per_edit']:.2f}", f"{r['edit_seconds']:.2f}", f"{r['post_eval_seconds']:.2f}",
+                      f"{r['mean_rewrite_score']:.3f}")
+    out = Console()
+    out.print(table)
+    out.print(f"pre-edit evaluation (once per fact, cached): {result['pre_eval_seconds_per_fact']:.2f} s; "
+              f"statistics: {stats['accumulate_seconds']:.2f} s per layer for {stats['n_tokens']} tokens "
+              f"+ {stats['invert_float64_seconds']:.2f} s inverse")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("edit")(cli_errors(edit))
+    bench_app.command("edit")(cli_errors(bench_edit))
