@@ -28,7 +28,7 @@ FACTS = [
     Fact(2, "Autonomous University of Madrid", "Autonomous University of Madrid, which is located in", "Spain",
          "Sweden"),
 ]
-LAYERS = [0, 2, 3, 5]
+LAYERS = [0, 3, 5]
 N_EDITS = len(FACTS) * 2 * len(LAYERS)  # methods rome and ft-1, one problem
 
 

@@ -20,8 +20,15 @@ WORDS = ("river mountain city language painter music history science football el
          "the of and in to a is was for on by with as at from").split()
 
 
+@pytest.fixture(scope="module")
+def other_llama():
+    """A second tiny Llama with different weights (built before the cache is redirected)."""
+    return tiny("llama", seed=1)[0]
+
+
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
+def private_cache(tmp_path, monkeypatch, tiny_llama, tiny_gpt2, other_llama):
+    """Statistics go to a fresh cache (models are built first: their tokenizer lives in the real cache)."""
     monkeypatch.setenv("LOCEDIT_CACHE_DIR", str(tmp_path / "cache"))
 
 
@@ -69,8 +76,8 @@ def oracle_moment(model, tok, corpus_path, layer: int, n_tokens: int, max_doc: i
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_one_pass_matches_per_layer_oracle(family, corpus_file):
-    model, tok = tiny(family)
+def test_one_pass_matches_per_layer_oracle(family, corpus_file, tiny_llama, tiny_gpt2):
+    model, tok = {"llama": tiny_llama, "gpt2": tiny_gpt2}[family]
     n_tokens, max_doc = 700, 90
     got = second_moments(model, tok, [1, 4], corpus=corpus_file, n_tokens=n_tokens, max_doc_tokens=max_doc,
                          batch_tokens=300)
@@ -79,8 +86,8 @@ def test_one_pass_matches_per_layer_oracle(family, corpus_file):
         assert torch.allclose(got[layer], want, rtol=1e-4, atol=1e-6), (got[layer] - want).abs().max()
 
 
-def test_cache_hit_returns_identical_tensors_without_recomputing(corpus_file, monkeypatch):
-    model, tok = tiny("llama")
+def test_cache_hit_returns_identical_tensors_without_recomputing(corpus_file, monkeypatch, tiny_llama):
+    model, tok = tiny_llama
     first = SecondMoments(model, tok, corpus_file, 400)
     first.prefetch([0, 2, 3])
     c2, inv = first.moment(2), first.inverse(2, torch.float32)
@@ -98,23 +105,23 @@ def test_cache_hit_returns_identical_tensors_without_recomputing(corpus_file, mo
     assert torch.allclose(again.inverse(2, torch.float64) @ c2.double(), eye, atol=1e-6)
 
 
-def test_cache_key_separates_token_counts_corpora_and_models(corpus_file, tmp_path):
-    model, tok = tiny("llama")
+def test_cache_key_separates_token_counts_corpora_and_models(corpus_file, tmp_path, tiny_llama, other_llama):
+    model, tok = tiny_llama
     a = SecondMoments(model, tok, corpus_file, 400)
     b = SecondMoments(model, tok, corpus_file, 500)
     other = tmp_path / "other.txt"
     other.write_text(corpus_file.read_text() + "\n\nmore text here.", encoding="utf-8")
     c = SecondMoments(model, tok, other, 400)
-    d = SecondMoments(tiny("llama", seed=1)[0], tok, corpus_file, 400)
+    d = SecondMoments(other_llama, tok, corpus_file, 400)
     assert len({a.path(1), b.path(1), c.path(1), d.path(1)}) == 4
     a.prefetch([1])
     b.prefetch([1])
     assert not torch.equal(a.moment(1), b.moment(1))
-    assert model_fingerprint(model) != model_fingerprint(tiny("llama", seed=1)[0])
+    assert model_fingerprint(model) != model_fingerprint(other_llama)
 
 
-def test_refuses_under_fact_forcing_noise(corpus_file):
-    model, tok = tiny("llama")
+def test_refuses_under_fact_forcing_noise(corpus_file, tiny_llama):
+    model, tok = tiny_llama
     store = SecondMoments(model, tok, corpus_file, 300)
     with noised_subject(model, SubjectNoise(0.1, default_span=(0, 1))):
         with pytest.raises(StatsUnderNoiseError):
@@ -122,8 +129,8 @@ def test_refuses_under_fact_forcing_noise(corpus_file):
     store.prefetch([1])  # fine once the hook is gone
 
 
-def test_corpus_errors_are_one_line(tmp_path, monkeypatch, corpus_file):
-    model, tok = tiny("llama")
+def test_corpus_errors_are_one_line(tmp_path, monkeypatch, corpus_file, tiny_llama):
+    model, tok = tiny_llama
     with pytest.raises(CorpusError, match="--corpus"):
         resolve_corpus(tmp_path / "missing.txt")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -141,10 +148,10 @@ def test_default_corpus_is_the_shared_wikitext(shared_data):
     assert "@-@" not in next(corpus.documents())
 
 
-def test_cli_stats_json(tmp_path, corpus_file):
+def test_cli_stats_json(tmp_path, corpus_file, tiny_gpt2):
     from locedit.cli.main import app
 
-    model, tok = tiny("gpt2")
+    model, tok = tiny_gpt2
     folder = tmp_path / "tiny-gpt2"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -157,5 +164,5 @@ def test_cli_stats_json(tmp_path, corpus_file):
     again = json.loads(CliRunner().invoke(app, args).stdout)
     assert all(r["cached"] for r in again["layers"])
     assert [r["trace"] for r in again["layers"]] == [r["trace"] for r in out["layers"]]
-    bad = CliRunner().invoke(app, args[:4] + ["--layers", "0,x"])
+    bad = CliRunner().invoke(app, args[:3] + ["--layers", "0,x"] + args[5:])
     assert bad.exit_code == 2 and "--layers" in bad.output

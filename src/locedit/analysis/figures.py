@@ -313,7 +313,8 @@ def fig06_r2(ctx: FigureContext) -> Figure:
     """Fig. 6: R² of the Layer model with the tracing effect's Diff stacked on top, per problem and method."""
     if ctx.regressions is None or ctx.regressions.empty:
         raise SkipFigure(ctx.per_edit_error or "no regressions")
-    return _r2_bars(ctx.regressions, f"Fig. 6 — R² of rewrite score: Layer, and the Diff added by tracing effects (window {ctx.window})")
+    title = f"Fig. 6 — R² of rewrite score: Layer, and the Diff added by tracing effects (window {ctx.window})"
+    return _r2_bars(ctx.regressions, title)
 
 
 def fig12_r2_window10(ctx: FigureContext) -> Figure:

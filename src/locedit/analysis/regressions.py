@@ -137,7 +137,9 @@ def design_matrices(layer: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.nd
     return layer_design, trace_design, both_design, tracing_terms
 
 
-def _cluster_wald(y: np.ndarray, both: np.ndarray, tracing: list[int], groups: np.ndarray) -> tuple[float, float, float]:
+def _cluster_wald(
+    y: np.ndarray, both: np.ndarray, tracing: list[int], groups: np.ndarray,
+) -> tuple[float, float, float]:
     """Cluster-robust (by case_id) Wald F of all tracing terms in the Both model."""
     if len(np.unique(groups)) < 3:
         return math.nan, math.nan, math.nan

@@ -96,16 +96,30 @@ def compat_switches(manifest: dict[str, Any] | None) -> dict[str, Any]:
     return found
 
 
+def statistics_corpus(manifest: dict[str, Any] | None) -> tuple[str, int | None]:
+    """(corpus description, token count) of the second-moment statistics, as the runner records them.
+
+    Prefers the per-statistics entries (``stats.second_moments``: the corpus actually read and its token
+    count), then ``stats.corpus`` / ``stats.n_tokens``, then the config.
+    """
+    stats = _get(manifest, "stats", default={}) or {}
+    moments = [m for m in stats.get("second_moments", []) or [] if isinstance(m, dict)]
+    corpus = "; ".join(sorted({str(m["corpus"]) for m in moments if m.get("corpus")})) or stats.get(
+        "corpus", _get(manifest, "config", "stats", "corpus", default="not recorded"))
+    counts = [m["n_tokens"] for m in moments if isinstance(m.get("n_tokens"), int)]
+    tokens = max(counts) if counts else next(
+        (stats[k] for k in ("n_tokens", "tokens", "token_count") if isinstance(stats.get(k), int)),
+        _get(manifest, "config", "stats", "n_tokens", default=None))
+    return str(corpus), tokens
+
+
 def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[str, str]:
     """What differs from the paper's setup, read from the manifest (with "not recorded" when absent)."""
     cfg = _get(manifest, "config", default={}) or {}
     model = _get(cfg, "model", "name", default="not recorded")
     dtype = _get(cfg, "model", "dtype", default="not recorded")
     source = _get(cfg, "data", "source", default="not recorded")
-    stats = _get(manifest, "stats", default={}) or {}
-    corpus = stats.get("corpus", _get(cfg, "stats", "corpus", default="not recorded"))
-    tokens = next((stats[k] for k in ("tokens", "n_tokens", "token_count") if k in stats),
-                  _get(cfg, "stats", "max_tokens", default=None))
+    corpus, tokens = statistics_corpus(manifest)
     layers = _get(cfg, "edit", "layers", default=None)
     switches = compat_switches(manifest)
     if is_zsre(manifest):

@@ -20,7 +20,8 @@ from locedit.analysis.regressions import format_p, p_phrase
 
 MODELS = ("Layer", "Tracing Effect", "Both")
 _R2_FIELD = {"Layer": "r2_layer", "Tracing Effect": "r2_trace", "Both": "r2_both"}
-_ERR_FIELDS = {"Layer": ("r2_layer", "rmse_layer", "mae_layer"), "Tracing Effect": ("r2_trace", "rmse_trace", "mae_trace")}
+_ERR_FIELDS = {"Layer": ("r2_layer", "rmse_layer", "mae_layer"),
+               "Tracing Effect": ("r2_trace", "rmse_trace", "mae_trace")}
 
 
 @dataclass(frozen=True)

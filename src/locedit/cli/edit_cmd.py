@@ -107,7 +107,10 @@ def edit(
     from locedit.edit.api import default_layer, session_for
     from locedit.edit.problems import get_problem
 
-    get_problem(problem)  # fail on a bad name before loading the model
+    from locedit.edit.methods import get_method
+
+    get_problem(problem)  # fail on bad names before loading the model
+    get_method(method)
     if generate < 0:
         raise CliError(f"--generate must be >= 0, got {generate}")
     if fact_id is None and (not prompt or not subject):
@@ -236,9 +239,6 @@ def bench_edit(
     pool = (load_facts(dataset) if dataset else load_demo_facts())[:facts]
     session = session_for(m, tok)
     stats = _stats_seconds(m, tok, layer)
-    for name in chosen:  # warm the cached statistics and templates once, outside the timings
-        if get_method(name).uses_stats:
-            session.hparams(name, problem)
     per_method: dict[str, dict[str, Any]] = {}
     pre_seconds = []
     for f in pool:  # the pre-edit evaluation (essence sampling included) is paid once per fact
@@ -246,7 +246,8 @@ def bench_edit(
         session.evaluator.pre(session.prepare(f, problem, session.hparams(chosen[0], problem)))
         pre_seconds.append(time.perf_counter() - start)
     for name in chosen:
-        session.edit_and_evaluate(pool[0], name, layer, problem)  # warm-up (templates, statistics, inverses)
+        if get_method(name).uses_stats:  # one-time costs (templates, statistics, inverse) outside the timings
+            session.edit_and_evaluate(pool[0], name, layer, problem)
         walls, edits, evals, scores = [], [], [], []
         for f in pool:
             start = time.perf_counter()

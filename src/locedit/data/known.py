@@ -63,6 +63,16 @@ def _read_cache(path: Path | None, model_name: str) -> dict[tuple[int, str, str]
     return rows
 
 
+def _batches(tok: PreTrainedTokenizerBase, facts: list[Fact], batch_size: int, blocks: int = 8) -> list[list[Fact]]:
+    """Batches in input order, length-sorted within blocks of ``blocks`` batches (little padding, and an
+    interrupted run has covered a prefix of the facts)."""
+    out = []
+    for start in range(0, len(facts), batch_size * blocks):
+        block = sorted(facts[start : start + batch_size * blocks], key=lambda f: len(encode(tok, f.prompt)))
+        out += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    return out
+
+
 def assess_facts(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -81,11 +91,10 @@ def assess_facts(
     """
     done = _read_cache(cache, model_name)
     key = lambda f: (f.case_id, f.prompt, f.target_true)  # noqa: E731
-    todo = sorted((f for f in facts if key(f) not in done), key=lambda f: len(encode(tok, f.prompt)))
-    if progress and len(todo) < len(facts):
-        progress(len(facts) - len(todo))
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+    pending = [f for f in facts if key(f) not in done]
+    if progress and len(pending) < len(facts):
+        progress(len(facts) - len(pending))
+    for chunk in _batches(tok, pending, batch_size):
         verdicts = correctness_filter(model, tok, chunk, batch_size=batch_size).verdicts
         erasure = erasure_filter(model, tok, chunk, threshold=threshold, batch_size=batch_size)
         rows = [Knowledge(f.case_id, f.prompt, f.target_true, v.compat, v.fixed, e.p_true, e.passes)

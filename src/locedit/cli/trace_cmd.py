@@ -1,0 +1,170 @@
+"""`locedit trace` (causal tracing / zeroing of one fact or a dataset) and `locedit bench trace`."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from locedit.cli.common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+
+KindOpt = typer.Option(["mlp"], "--kind", "-k", help="Site to restore: mlp, attn or block (repeatable).")
+WindowOpt = typer.Option([5], "--window", "-w", help="Window size in layers, e.g. 1, 3, 5, 10 (repeatable).")
+SamplesOpt = typer.Option(10, "--samples", help="Noise samples per fact (shared by every cell).")
+NoiseOpt = typer.Option(None, "--noise", help="Noise sigma; default: model table, else 3 x std of known_1000 subject embeddings.")
+ChunkOpt = typer.Option(512, "--chunk", help="Max rows per forward pass of the fast engine (bounds memory).")
+
+
+def _trace_one(m, tok, prompt: str, subject: str, target: Optional[str], kinds, windows, samples, noise, seed, engine,
+               chunk, zeroing: bool, out: Path) -> dict:
+    from locedit.localize import TargetWarning, plot_trace, trace, zero
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TargetWarning)
+        res = trace(m, tok, prompt, subject, target, kinds=kinds, windows=windows, samples=samples, noise=noise,
+                    seed=seed, engine=engine, max_rows=chunk)
+    notes = [str(w.message) for w in caught if issubclass(w.category, TargetWarning)]
+    if res.settings["target_source"] == "greedy":
+        notes.append(f"no --target given: tracing the model's greedy next token {res.settings['target']!r}")
+    files = [str(res.save(out / "trace.npz"))]
+    summary = []
+    for kind in res.settings["kinds"]:
+        for w in res.settings["windows"]:
+            files += [str(p) for p in plot_trace(res, kind, w, out / f"trace_{kind}_w{w}")]
+            summary.append(dict(kind=kind, window=w, p_high=res.p_high(kind, w), peak_layers=res.peak_layers(kind, w),
+                                top_layers=[dict(layer=layer, te=te) for layer, te in res.top_layers(kind, w, k=3)]))
+    result = dict(prompt=prompt, subject=subject, target=res.settings["target"], target_source=res.settings["target_source"],
+                  target_is_greedy=res.settings["target_is_greedy"], tokens=res.tokens, s0=res.s0, s1=res.s1,
+                  p_clean=res.p_clean, p_noise=res.p_noise, sigma=res.settings["sigma"], traces=summary, notes=notes)
+    if zeroing:
+        z = zero(m, tok, prompt, subject, target, windows=windows, engine=engine, max_rows=chunk)
+        files.append(str(z.save(out / "zeroing.npz")))
+        for w in z.settings["windows"]:
+            files += [str(p) for p in plot_trace(z, "mlp", w, out / f"zeroing_mlp_w{w}")]
+        result["zeroing"] = [dict(window=w, z_subject=z.layer_effect(w, "subject").tolist(),
+                                  z_all=z.layer_effect(w, "all").tolist()) for w in z.settings["windows"]]
+    result["files"] = files
+    return result
+
+
+def _print_one(r: dict) -> None:
+    for note in r["notes"]:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    print(f"target {r['target']!r} ({r['target_source']}); subject tokens {r['s0']}..{r['s1'] - 1}; sigma {r['sigma']:.4g}")
+    print(f"p_clean = {r['p_clean']:.4f}   p_noise = {r['p_noise']:.4f}")
+    for t in r["traces"]:
+        tops = ", ".join(f"layer {x['layer']} (TE {x['te']:.2f})" for x in t["top_layers"])
+        print(f"{t['kind']} window {t['window']}: top layers {tops}; peak layer(s) {t['peak_layers']}")
+    for z in r.get("zeroing", []):
+        zs = z["z_subject"]
+        best = max(range(len(zs)), key=zs.__getitem__)
+        print(f"zeroing window {z['window']}: largest subject-token deletion at layer {best} (Z {zs[best]:.2f})")
+    print("wrote " + ", ".join(r["files"]))
+
+
+def _trace_dataset(m, tok, dataset: Path, limit: Optional[int], kinds, windows, samples, noise, seed, engine, chunk,
+                   out: Path, json_out: bool) -> None:
+    import pandas as pd
+    from rich.progress import Progress
+
+    from locedit.data.loaders import load_facts
+    from locedit.localize import SUMMARY_COLUMNS, trace_facts
+
+    facts = load_facts(dataset, strict=False)[: limit if limit is not None else None]
+    if not facts:
+        raise ValueError(f"no facts in {dataset}; check the file or --limit")
+    with Progress(console=console, disable=json_out) as bar:
+        task = bar.add_task("tracing", total=len(facts))
+        rows = trace_facts(m, tok, facts, out, kinds=kinds, windows=windows, samples=samples, noise=noise, seed=seed,
+                           engine=engine, max_rows=chunk, on_done=lambda row: bar.advance(task))
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "summary.csv", index=False)
+    ok = sorted(set(table.loc[table.status == "ok", "case_id"]))
+    skipped = table[table.status == "skipped"]
+    result = dict(facts=len(facts), traced=len(ok), skipped=len(skipped),
+                  skipped_reasons=dict(zip(skipped.case_id.astype(int).tolist(), skipped.reason)), out=str(out),
+                  summary=str(out / "summary.csv"), rows=rows)
+    if json_out:
+        print_json(result)
+        return
+    print(f"traced {len(ok)} of {len(facts)} facts into {out} (summary.csv); skipped {len(skipped)}")
+    for cid, reason in result["skipped_reasons"].items():
+        console.print(f"[yellow]skipped[/] case {cid}: {reason}", highlight=False)
+
+
+def trace_command(
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt with the subject in it."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject to corrupt (must occur in the prompt)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Target to score (default: the greedy next token)."),
+    kind: list[str] = KindOpt,
+    window: list[int] = WindowOpt,
+    samples: int = SamplesOpt,
+    noise: Optional[float] = NoiseOpt,
+    seed: int = typer.Option(1, "--seed", help="Seed of the noise draws."),
+    engine: str = typer.Option("fast", "--engine", help="fast (default) or oracle (one forward per cell)."),
+    chunk: int = ChunkOpt,
+    zeroing: bool = typer.Option(False, "--zero", help="Also run representation zeroing (SPEC §2.8)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Trace the facts of this file instead of --prompt."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="With --dataset: only the first N facts."),
+    out: Path = typer.Option(Path("traces"), "--out", "-o", help="Output folder for results and heatmaps."),
+    model: str = ModelOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Causal tracing: corrupt the subject, restore one site at a time, and show which layers bring the fact back."""
+    if dataset is None and (not prompt or not subject):
+        raise ValueError("give --prompt and --subject (or --dataset PATH to trace many facts)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    m, tok = load(model, device, dtype)
+    if dataset is not None:
+        _trace_dataset(m, tok, dataset, limit, kind, window, samples, noise, seed, engine, chunk, out, json_out)
+        return
+    with console.status("tracing ..."):
+        r = _trace_one(m, tok, prompt, subject, target, kind, window, samples, noise, seed, engine, chunk, zeroing, out)
+    if json_out:
+        print_json(r)
+    else:
+        _print_one(r)
+
+
+def bench_trace_command(
+    facts: int = typer.Option(2, "--facts", "-n", help="How many facts (the first N of the dataset)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Facts file; default: CounterFact in the data folder."),
+    kind: list[str] = KindOpt,
+    window: list[int] = WindowOpt,
+    samples: int = SamplesOpt,
+    noise: Optional[float] = NoiseOpt,
+    chunk: int = ChunkOpt,
+    model: str = ModelOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Oracle vs fast tracing engine on the same facts: seconds per fact, speedup, max |diff|, GFLOP/s."""
+    from locedit.data.loaders import load_counterfact_mend, load_facts
+    from locedit.localize import bench_trace
+
+    if facts < 1:
+        raise ValueError(f"--facts must be >= 1, got {facts}")
+    items = (load_facts(dataset, strict=False) if dataset else load_counterfact_mend())[:facts]
+    m, tok = load(model, device, dtype)
+    report = bench_trace(m, tok, items, kinds=kind, windows=window, samples=samples, noise=noise, max_rows=chunk,
+                         on_fact=lambda r: console.print(f"case {r['case_id']}: oracle {r['oracle_s']:.1f}s, fast "
+                                                         f"{r['fast_s']:.1f}s, max|diff| {r['max_abs_diff']:.1e}",
+                                                         highlight=False))
+    if json_out:
+        print_json(report)
+        return
+    for key in ("oracle_s_per_fact", "fast_s_per_fact", "speedup", "max_abs_diff", "flop_reduction", "gflops_per_s",
+                "matmul_gflops_per_s"):
+        print(f"{key:>22}: {report[key]:.4g}")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("trace")(cli_errors(trace_command))
+    bench_app.command("trace")(cli_errors(bench_trace_command))
