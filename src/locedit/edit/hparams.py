@@ -113,7 +113,7 @@ TABLES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
     "default": {  # chosen on the embedded SmolLM2-135M (module docstring)
         "rome": {"base": {"mom2_n_tokens": 20_000}, **_ROME_PROBLEMS},
-        "memit": {"base": {"mom2_update_weight": 15000.0, "mom2_n_tokens": 20_000},
+        "memit": {"base": {"mom2_update_weight": 1500.0, "mom2_n_tokens": 20_000},
                   "error-injection": {"kl_factor": 0.9}},
         "ft-1": {"base": {"window": 1},
                  "error-injection": {"norm_constraint": 5e-4}, "tracing-reversal": {"norm_constraint": 5e-5},
