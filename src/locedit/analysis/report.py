@@ -145,6 +145,15 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
     }
 
 
+def _num(x: Any) -> str:
+    """Three decimals, or "n/a" for a fit that could not be made (too few rows, constant outcome)."""
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def _p(x: Any) -> str:
+    return "n/a" if x is None or x != x else format_p(x)
+
+
 def _summary_html(result: AnalysisResult, manifest: dict[str, Any] | None) -> str:
     s = result.summary
     counts = s.get("counts", {})
@@ -164,14 +173,14 @@ def _summary_html(result: AnalysisResult, manifest: dict[str, Any] | None) -> st
     t1 = key.get("rome_ei_rewrite")
     if t1:
         items["ROME EI rewrite R² (Layer / Trace / Both)"] = (
-            f"{t1['r2_layer']:.3f} / {t1['r2_trace']:.3f} / {t1['r2_both']:.3f}; F-test p {format_p(t1['p'])}, "
-            f"cluster-robust p {format_p(t1['cluster_p'] if t1['cluster_p'] is not None else float('nan'))}")
+            f"{_num(t1['r2_layer'])} / {_num(t1['r2_trace'])} / {_num(t1['r2_both'])}; "
+            f"F-test p {_p(t1['p'])}, cluster-robust p {_p(t1['cluster_p'])}")
     if "mean_r2_layer_rewrite" in key:
         items["mean R² over conditions (Layer / Trace), rewrite"] = (
-            f"{key['mean_r2_layer_rewrite']:.3f} / {key['mean_r2_trace_rewrite']:.3f} (paper: 0.585 Layer)")
+            f"{_num(key['mean_r2_layer_rewrite'])} / {_num(key['mean_r2_trace_rewrite'])} (paper: 0.585 Layer)")
     if "max_diff_rewrite" in key:
         m = key["max_diff_rewrite"]
-        items["largest Diff, rewrite"] = f"{m['diff']:.3f} ({m['method']} {m['problem']}; paper 0.032)"
+        items["largest Diff, rewrite"] = f"{_num(m['diff'])} ({m['method']} {m['problem']}; paper 0.032)"
     body = _kv(items)
     if s.get("regressions_skipped"):
         body += f'<p class="warn">Regressions skipped: {_esc(s["regressions_skipped"])}</p>'
