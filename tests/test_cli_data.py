@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from locedit.cli.main import app
 from locedit.data import Fact
+from locedit.data.known import load_known_ids
 
 runner = CliRunner()
 
@@ -74,8 +75,10 @@ def test_known_on_a_saved_tiny_model_resumes_from_cache(tiny_llama, tmp_path):
     assert out["n_candidates"] == 5 and out["dataset"] == "demo"
     assert out["known_and_erasure"] <= out["known_compat"] <= 5
     assert len(cache.read_text().splitlines()) == 5
-    saved = json.loads(known.read_text())
+    saved = load_known_ids(known)
     assert saved["n_candidates"] == 5 and len(saved["case_ids"]) == out["known_compat"]
+    assert set(saved["erasure_case_ids"]) <= set(saved["case_ids"])
+    assert len(saved["erasure_case_ids"]) == out["known_and_erasure"]
     second = invoke(*args)
     assert json.loads(second.stdout)["known_compat"] == out["known_compat"]
     assert len(cache.read_text().splitlines()) == 5  # nothing recomputed

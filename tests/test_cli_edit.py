@@ -63,3 +63,7 @@ def test_edit_json_on_the_embedded_model():
 @pytest.mark.embedded
 def test_edit_layer_out_of_range_exits_2():
     _one_line_error(runner.invoke(app, [*EDIT, "--layer", "99", "--no-essence"]), "layer 99 is out of range")
+
+
+def test_unknown_fact_id_exits_2():
+    _one_line_error(runner.invoke(app, ["edit", "--fact-id", "999999"]), "no fact with case_id 999999")

@@ -20,6 +20,7 @@ from locedit.data import (
     load_zsre_mend,
 )
 from locedit.data import download as dl
+from locedit.data.known import load_known_ids
 from locedit.data.loaders import COUNTERFACT_MEND_FILES, detect_format
 
 
@@ -219,3 +220,12 @@ def test_download_counterfact_offline(tmp_path, monkeypatch):
     with pytest.raises(dl.DownloadError, match="cannot download counterfact .*LOCEDIT_DATA_DIR"):
         dl.download_counterfact(timeout=3)
     assert time.perf_counter() - start < 10
+
+
+def test_shipped_known_ids_file():
+    known = load_known_ids()
+    assert known["model"] == "smollm2-135m" and known["filter"].startswith("correctness-compat")
+    ids = known["case_ids"]
+    assert ids == sorted(set(ids)) and 0 < len(ids) < known["n_candidates"] and ids[-1] < known["n_candidates"]
+    assert 0 in ids  # "The mother tongue of Danielle Darrieux is" -> French
+    assert set(known["erasure_case_ids"]) <= set(ids)

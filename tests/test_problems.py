@@ -122,3 +122,10 @@ def test_each_problem_moves_its_target_the_right_way(tiny_gpt2, problem, directi
     assert row["weights_restored"]
     assert direction * (row["rewrite_post"] - row["rewrite_pre"]) > 0
     assert row["rewrite_post"] / row["rewrite_pre"] > 1.5 if direction > 0 else row["rewrite_post"] < row["rewrite_pre"]
+
+
+def test_default_sigma_is_the_tracing_noise_level(tiny_llama, shared_data):
+    from locedit.localize.noise import noise_level
+
+    model, tok = tiny_llama
+    assert ProblemContext(model, tok).sigma == pytest.approx(noise_level(model, tok)) and noise_level(model, tok) > 0

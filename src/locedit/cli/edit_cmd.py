@@ -115,13 +115,14 @@ def edit(
         raise CliError(f"--generate must be >= 0, got {generate}")
     if fact_id is None and (not prompt or not subject):
         raise CliError("give --prompt and --subject, or --fact-id (with --dataset)")
-    m, tok = load(model, device, dtype)
-    fact = (_dataset_fact(fact_id, dataset) if fact_id is not None else
-            _cli_fact(m, tok, prompt, subject, target_new, target_true, paraphrase, neighbor, neighbor_target))
-    if fact_id is not None and target_new:
+    fact = _dataset_fact(fact_id, dataset) if fact_id is not None else None
+    if fact is not None and target_new:
         from dataclasses import replace
 
         fact = replace(fact, target_new=target_new.strip())
+    m, tok = load(model, device, dtype)
+    if fact is None:
+        fact = _cli_fact(m, tok, prompt, subject, target_new, target_true, paraphrase, neighbor, neighbor_target)
     layer = default_layer(m) if layer is None else layer
     session = session_for(m, tok, noise_sigma=noise, o_noise_mode=o_noise_mode, essence=essence)
     captured: dict[str, Any] = {}

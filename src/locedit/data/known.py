@@ -8,7 +8,7 @@ finished batch to a JSON-lines cache and skips facts already there; an interrupt
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,7 +63,7 @@ def _read_cache(path: Path | None, model_name: str) -> dict[tuple[int, str, str]
     return rows
 
 
-def _batches(tok: PreTrainedTokenizerBase, facts: list[Fact], batch_size: int, blocks: int = 8) -> list[list[Fact]]:
+def _batches(tok: PreTrainedTokenizerBase, facts: list[Fact], batch_size: int, blocks: int = 2) -> list[list[Fact]]:
     """Batches in input order, length-sorted within blocks of ``blocks`` batches (little padding, and an
     interrupted run has covered a prefix of the facts)."""
     out = []
@@ -87,7 +87,8 @@ def assess_facts(
     """Correctness (both modes) and erasure-filter outcome of every fact, in input order.
 
     Facts found in ``cache`` (same model name, case_id, prompt and target) are not recomputed; new
-    batches are appended to it as they finish.
+    batches are appended to it as they finish. The erasure verdict is re-derived from the cached
+    p(o_true) with ``threshold``.
     """
     done = _read_cache(cache, model_name)
     key = lambda f: (f.case_id, f.prompt, f.target_true)  # noqa: E731
@@ -106,13 +107,15 @@ def assess_facts(
                     out.write(json.dumps({"model": model_name, "max_new_tokens": MAX_NEW_TOKENS, **asdict(k)}) + "\n")
         if progress:
             progress(len(chunk))
-    return [done[key(f)] for f in facts]
+    return [replace(done[key(f)], passes_erasure=done[key(f)].p_true > threshold) for f in facts]
 
 
 def save_known_ids(path: Path, model_name: str, rows: Sequence[Knowledge], mode: FilterMode = "compat") -> dict[str, Any]:
-    """Write ``{model, filter, n_candidates, case_ids}`` for the facts known under ``mode``."""
+    """Write ``{model, filter, n_candidates, case_ids, erasure_case_ids}``: the facts known under ``mode``,
+    and those of them that also pass the Fact Erasure filter."""
     payload = {"model": model_name, "filter": f"correctness-{mode}-greedy{MAX_NEW_TOKENS}",
-               "n_candidates": len(rows), "case_ids": sorted(k.case_id for k in rows if k.known(mode))}
+               "n_candidates": len(rows), "case_ids": sorted(k.case_id for k in rows if k.known(mode)),
+               "erasure_case_ids": sorted(k.case_id for k in rows if k.known(mode) and k.passes_erasure)}
     path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     return payload
 

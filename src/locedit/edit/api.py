@@ -73,7 +73,10 @@ class SessionSettings:
 
 class EditSession:
     """Everything that stays fixed while one model is edited many times: the problem context (noise level,
-    o_noise and Fact Forcing baseline caches) and the evaluator (essence texts, pre-edit evaluations)."""
+    o_noise and Fact Forcing baseline caches) and the evaluator (essence texts, pre-edit evaluations).
+
+    The caches assume the model's own weights do not change between calls (every edit here is restored);
+    call ``evaluator.clear()`` after changing them for good."""
 
     def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase,
                  settings: SessionSettings = SessionSettings()):

@@ -26,7 +26,11 @@ class EditHandle:
         self.deltas: dict[str, torch.Tensor] = {}
         self._originals: dict[str, torch.Tensor] = {}
         if deltas:
-            self.apply(deltas)
+            try:
+                self.apply(deltas)
+            except Exception:
+                self.restore()  # never leave a half-applied edit behind
+                raise
 
     @property
     def applied(self) -> bool:

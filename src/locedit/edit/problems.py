@@ -36,7 +36,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from locedit.data.fact import Fact
 from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.request import EditRequest, NoiseMode, Objective
-from locedit.models.families import family_for
 from locedit.models.generation import greedy_generate, sample_top_k
 from locedit.models.tokens import encode, subject_span
 
@@ -48,21 +47,12 @@ ARGMAX_ROWS = 10  # noise samples averaged for the argmax o_noise
 
 
 def default_noise_sigma(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> float:
-    """The editing noise level (SPEC §2.3): GPT-J 0.094, GPT2-XL 0.1, else 3 x std of subject embeddings.
+    """The editing noise level (SPEC §2.3): GPT-J 0.094, GPT2-XL 0.1, else 3 x std of subject-token embeddings.
 
-    Uses the tracing stage's noise-level function when it exists, so tracing and editing share one value;
-    until then the fallback is 3 x std of all token-embedding entries.
+    The tracing stage's value, so tracing and editing noise the subject alike.
     """
-    fam = family_for(model)
-    if fam.name == "gptj":
-        return 0.094
-    if fam.name == "gpt2" and fam.n_layers(model) == 48:
-        return 0.1
-    try:
-        from locedit.localize.noise import noise_level  # the tracing engineer's helper
-    except ImportError:
-        weight = fam.module(model, fam.embed).weight
-        return float(3 * weight.detach().float().std())
+    from locedit.localize.noise import noise_level  # local import: editing does not otherwise need localize
+
     return float(noise_level(model, tok))
 
 

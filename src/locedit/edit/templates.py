@@ -26,10 +26,12 @@ from locedit.paths import cache_dir
 ROME_LENGTHS = ((5, 10), (10, 10))  # (total tokens, count)
 MEMIT_SEEDS = ("The", "Therefore", "Because", "I", "You")
 MEMIT_LENGTH = 10
+_FORMAT = 2  # bump when the cleaning rules change, so stale cached templates are not reused
 
 
 def _clean(text: str, tok: PreTrainedTokenizerBase) -> str:
-    for special in tok.all_special_tokens:
+    added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values() if t.special]
+    for special in set(tok.all_special_tokens) | set(added):
         text = text.replace(special, "")
     for bad in ("\t}", "\n}"):
         text = text.replace(bad, "")
@@ -52,7 +54,7 @@ def template_groups(model: nn.Module, tok: PreTrainedTokenizerBase, kind: str, s
     """Template groups for ``kind`` ("rome": one group of 21, "memit": [["{}"], 5 templates]), cached per model."""
     if kind not in ("rome", "memit"):
         raise ValueError(f"unknown template kind {kind!r}; use 'rome' or 'memit'")
-    path = cache_dir("templates") / f"{model_fingerprint(model)}-{kind}-seed{seed}.json"
+    path = cache_dir("templates") / f"{model_fingerprint(model)}-{kind}-seed{seed}-v{_FORMAT}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     groups = _generate(model, tok, kind, seed)
