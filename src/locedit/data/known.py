@@ -116,7 +116,7 @@ def save_known_ids(path: Path, model_name: str, rows: Sequence[Knowledge], mode:
     payload = {"model": model_name, "filter": f"correctness-{mode}-greedy{MAX_NEW_TOKENS}",
                "n_candidates": len(rows), "case_ids": sorted(k.case_id for k in rows if k.known(mode)),
                "erasure_case_ids": sorted(k.case_id for k in rows if k.known(mode) and k.passes_erasure)}
-    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(payload) + "\n", encoding="utf-8")
     return payload
 
 
