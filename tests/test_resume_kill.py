@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from locedit.data.fact import Fact
 from locedit.experiment.config import dump_toml, parse_config
 from locedit.experiment.store import UNIQUE_KEYS, read_frames
@@ -101,6 +103,8 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     deadline = time.time() + 300
     while n_units(db) < 5 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
