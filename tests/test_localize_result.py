@@ -78,10 +78,10 @@ def test_save_load_round_trip(tiny_llama, tmp_path, suffix):
 
 def test_trace_shapes_settings_and_heatmap(tiny_gpt2, tmp_path):
     model, tok = tiny_gpt2
-    r = trace(model, tok, "The mother tongue of Danielle Darrieux is", "Danielle Darrieux", kinds=["block"], windows=[1, 10],
+    r = trace(model, tok, "The mother tongue of Danielle Darrieux is", "Danielle Darrieux", kinds=["block"], windows=[1, 6],
               samples=2, noise=0.3)
-    assert r.grid("block", 10).shape == (r.n_tokens - r.s0, 6)
-    assert r.settings["target_source"] == "greedy" and r.settings["sigma"] == 0.3 and r.settings["windows"] == [1, 10]
+    assert r.grid("block", 6).shape == (r.n_tokens - r.s0, 6)
+    assert r.settings["target_source"] == "greedy" and r.settings["sigma"] == 0.3 and r.settings["windows"] == [1, 6]
     files = plot_trace(r, "block", 1, tmp_path / "fig")
     assert [f.suffix for f in files] == [".png", ".svg"] and all(f.stat().st_size > 1000 for f in files)
     z = zero(model, tok, "The mother tongue of Danielle Darrieux is", "Danielle Darrieux", windows=[3])
