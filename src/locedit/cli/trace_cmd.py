@@ -135,6 +135,7 @@ def trace_command(
 def bench_trace_command(
     facts: int = typer.Option(2, "--facts", "-n", help="How many facts (the first N of the dataset)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Facts file; default: CounterFact in the data folder."),
+    case: Optional[list[int]] = typer.Option(None, "--case", help="Bench these case_ids instead of the first N (repeatable)."),
     kind: list[str] = KindOpt,
     window: list[int] = WindowOpt,
     samples: int = SamplesOpt,
@@ -151,7 +152,13 @@ def bench_trace_command(
 
     if facts < 1:
         raise ValueError(f"--facts must be >= 1, got {facts}")
-    items = (load_facts(dataset, strict=False) if dataset else load_counterfact_mend())[:facts]
+    items = load_facts(dataset, strict=False) if dataset else load_counterfact_mend()
+    if case:
+        missing = set(case) - {f.case_id for f in items}
+        if missing:
+            raise ValueError(f"case_id(s) {sorted(missing)} not in the dataset; check --case")
+        items = [f for f in items if f.case_id in set(case)]
+    items = items[:facts]
     m, tok = load(model, device, dtype)
     report = bench_trace(m, tok, items, kinds=kind, windows=window, samples=samples, noise=noise, max_rows=chunk,
                          on_fact=lambda r: console.print(f"case {r['case_id']}: oracle {r['oracle_s']:.1f}s, fast "
