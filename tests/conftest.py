@@ -48,3 +48,12 @@ def shared_data() -> Path:
             pytest.fail("shared data not found in CI: set LOCEDIT_DATA_DIR to the folder with counterfact_mend_*.json")
         pytest.skip("shared data not found: set LOCEDIT_DATA_DIR to the folder with counterfact_mend_*.json")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread than on two busy cores; restores the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from locedit.cli.main import app
@@ -26,13 +25,7 @@ except ImportError:
     TRACE_AVAILABLE = False
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread than on two busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 FACTS = [
     Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
     Fact(1, "Toko Yasuda", "Toko Yasuda plays the instrument", "guitar", "piano"),

@@ -22,13 +22,7 @@ FAST_ROME = {"v_num_grad_steps": 8}
 FAST_MEMIT = {"v_num_grad_steps": 8, "mom2_update_weight": 50.0}  # lambda scaled to the tiny d_mlp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster single-threaded on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ FAST = {"rome": {"v_num_grad_steps": 2}, "memit": {"v_num_grad_steps": 2, "mom2_
 PROBLEMS = {"maximize": "error-injection", "minimize": "fact-erasure"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

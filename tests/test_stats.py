@@ -32,13 +32,7 @@ def private_cache(tmp_path, monkeypatch, tiny_llama, tiny_gpt2, other_llama):
     monkeypatch.setenv("LOCEDIT_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster single-threaded on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
