@@ -21,10 +21,10 @@ from locedit.edit.forcing import edit_noise
 from locedit.edit.hparams import FtHparams
 from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
-from locedit.edit.target_value import logits_at
 from locedit.models.families import family_for
 from locedit.models.scoring import pad_id_of, pad_right
 from locedit.models.tokens import encode, target_ids
+from locedit.models.upper import UpperForward
 
 
 def trained_parameters(model: nn.Module, layers: Sequence[int]) -> dict[str, nn.Parameter]:
@@ -52,10 +52,11 @@ def finetune(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditReques
             p.requires_grad_(True)
         opt = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=0.0)
         with edit_noise(model, tok, request) as noise:
+            forward = UpperForward(model, ids, mask, start=min(layers), skip=not noise.active)
             for _ in range(hp.num_steps):
                 opt.zero_grad()
                 noise.rows([request.prompt] * hp.n_copies)
-                logp = torch.log_softmax(logits_at(model, ids, mask, rows, positions), dim=-1)
+                logp = torch.log_softmax(forward.logits_at(rows, positions), dim=-1)
                 lp = logp.gather(1, labels[:, None]).sum()
                 loss = lp.exp() if request.minimize else -lp
                 losses.append(float(loss.detach()))

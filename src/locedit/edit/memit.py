@@ -73,7 +73,7 @@ def memit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, 
     z_site = fam.block_name(layers[-1])
     residuals: list[float] = []
     with edit_noise(model, tok, request) as noise, EditHandle(model) as running:
-        target = optimize_target_value(model, tok, request, z_site, contexts, memit_schedule(hp), noise)
+        target = optimize_target_value(model, tok, request, z_site, layers[-1], contexts, memit_schedule(hp), noise)
         rows = context_rows(tok, contexts, request)
         plain = context_rows(tok, ["{}"], request)
         for i, layer in enumerate(layers):

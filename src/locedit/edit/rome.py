@@ -56,7 +56,7 @@ def rome(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, l
     down = fam.down_name(layer)
     with edit_noise(model, tok, request) as noise:
         u = key_direction(model, tok, request, layer, contexts, c_inv, noise)
-        target = optimize_target_value(model, tok, request, down, contexts, rome_schedule(hp), noise)
+        target = optimize_target_value(model, tok, request, down, layer, contexts, rome_schedule(hp), noise)
         k_star, o_star = read_at(model, tok, down, context_rows(tok, ["{}"], request), noise)
     k_star, o_star = k_star[0], o_star[0]
     r = (target.value - o_star) / (u @ k_star)

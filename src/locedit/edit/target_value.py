@@ -8,7 +8,7 @@ every row, and optimised with Adam so the context-prefixed prompts predict the t
            + weight_decay · ‖δ‖ / ‖v0‖²,     then δ is projected into the ball ‖δ‖ ≤ clamp · ‖v0‖.
 
 NLL is the per-token mean over the target, averaged over rows. Model weights stay frozen; gradients
-reach only the layers above the site. Stopping follows the reference: ``compat`` never stops early
+reach only the layers above the site, and the blocks below it run once per edit. Stopping follows the reference: ``compat`` never stops early
 (its patience counter cannot fire), ``rome_original`` stops once loss < 0.05 (maximising only); the
 last iteration skips its update unless minimising with ``skip_final_when_minimizing=False`` (ROME FE).
 """
@@ -29,6 +29,7 @@ from locedit.edit.rows import context_rows, kl_row
 from locedit.models.hooks import hidden_of, hooked, with_hidden
 from locedit.models.scoring import pad_id_of, pad_right
 from locedit.models.tokens import target_ids
+from locedit.models.upper import UpperForward
 
 ROME_ORIGINAL_STOP = 0.05
 
@@ -60,16 +61,11 @@ class TargetValue:
     nlls: list[float] = field(default_factory=list)
 
 
-def logits_at(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
-              positions: torch.Tensor) -> torch.Tensor:
-    """float32 logits at (rows, positions) only: the final hidden states there through the unembedding."""
-    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    return model.get_output_embeddings()(hidden[rows, positions]).float()
-
-
 def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, site: str,
-                          contexts: Sequence[str], schedule: DeltaSchedule, noise: EditNoise) -> TargetValue:
-    """Optimise δ at ``site`` (module name) over ``contexts`` for ``request``; see the module docstring."""
+                          layer: int, contexts: Sequence[str], schedule: DeltaSchedule,
+                          noise: EditNoise) -> TargetValue:
+    """Optimise δ at ``site`` (a module of block ``layer``) over ``contexts`` for ``request``; see the module
+    docstring. Blocks below ``layer`` run once, not once per step (:class:`UpperForward`)."""
     rows = context_rows(tok, contexts, request)
     kl = kl_row(tok, request)
     y = target_ids(tok, request.target)
@@ -97,6 +93,7 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
         h[every, lookup] = h[every, lookup] + delta.to(h.dtype)
         return with_hidden(output, h)
 
+    forward = UpperForward(model, ids, mask, start=layer, skip=not noise.active)
     opt = torch.optim.Adam([delta], lr=schedule.lr)
     result = TargetValue(value=torch.empty(0), initial=torch.empty(0))
     minimize = request.minimize
@@ -104,7 +101,7 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
         for it in range(schedule.steps):
             opt.zero_grad()
             noise.rows(texts)
-            logp = torch.log_softmax(logits_at(model, ids, mask, read_rows, read_pos), dim=-1)
+            logp = torch.log_softmax(forward.logits_at(read_rows, read_pos), dim=-1)
             target_lp = logp[: n_rows * k].gather(1, labels.repeat(n_rows)[:, None]).view(n_rows, k)
             nll = -target_lp.mean(1).mean()
             q = logp[-1]
