@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from locedit.analysis import analyze_frames, render_report
 from locedit.analysis.figures import FIGURES
+from locedit.analysis.labels import method_label, problem_label
 from locedit.analysis.report import SECTIONS, compat_switches
 from locedit.analysis.synthetic import synthetic_frames, synthetic_manifest, write_run
 from locedit.cli.main import app
@@ -31,7 +32,7 @@ def full(tmp_path_factory):
 def test_tables_written_with_paper_layout(full):
     _, _, result = full
     keys = [t.key for t in result.tables]
-    assert keys == ["table1", "table2", "table3", "table4", "table5", "table6", "table7"]
+    assert keys == ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "scores"]
     for key in keys:
         assert (result.out_dir / f"{key}.csv").exists() and (result.out_dir / f"{key}.md").exists()
     t1 = pd.read_csv(result.out_dir / "table1.csv")
@@ -45,6 +46,19 @@ def test_tables_written_with_paper_layout(full):
     assert "<1e-4" in md and "Layer paper (GPT-J)" in md  # FT-5 FF has a built-in tracing slope
     t7 = result.table("table7").frame
     assert set(t7.model) == {"Layer", "Tracing Effect"} and (t7.RMSE > 0).all()
+
+
+def test_score_table_means_every_cell(full):
+    frames, _, result = full
+    scores = result.table("scores").frame
+    edits = frames["edits"]
+    assert len(scores) == edits.groupby(["method", "problem", "layer"]).ngroups
+    assert list(zip(scores.problem, scores.method))[0] == ("EI", "FT-5") and scores.n.sum() == len(edits)
+    for row in scores.itertuples():
+        cell = edits[(edits.method.map(method_label) == row.method) & (edits.problem.map(problem_label) == row.problem)
+                     & (edits.layer == row.layer)]
+        assert row.n == len(cell) and row.rewrite == pytest.approx(cell.rewrite_score.mean())
+        assert row.neighborhood == pytest.approx(cell.neighborhood_score.mean())
 
 
 def test_all_figures_drawn_when_data_present(full):
@@ -64,7 +78,7 @@ def test_partial_run_skips_with_reasons(tmp_path):
     only = ("fig01_peak_layers", "fig04_rome_ei_scatter", "fig07_scores_by_layer", "fig08_essence_by_layer",
             "fig12_r2_bars_window10", "fig21_rome_ei_zeroing_panels")
     result = analyze_frames(frames, tmp_path / "analysis", synthetic_manifest(n_layers=8), figures=only)
-    assert [t.key for t in result.tables] == ["table3", "table4", "table5", "table6"]  # no ROME EI: no 1, 2, 7
+    assert [t.key for t in result.tables] == ["table3", "table4", "table5", "table6", "scores"]  # no ROME EI: 1, 2, 7
     assert set(result.skipped) == {"fig04_rome_ei_scatter", "fig08_essence_by_layer", "fig12_r2_bars_window10",
                                    "fig21_rome_ei_zeroing_panels"}
     assert "ROME Error Injection" in result.skipped["fig04_rome_ei_scatter"]
@@ -77,7 +91,7 @@ def test_run_without_tracing_still_reports(tmp_path):
     for table in ("trace_points", "trace_cells", "trace_layers", "zeroing_layers"):
         frames[table] = frames[table].iloc[0:0]
     result = analyze_frames(frames, tmp_path / "analysis", None, figures=False)
-    assert result.tables == [] and "trace_layers" in result.summary["regressions_skipped"]
+    assert [t.key for t in result.tables] == ["scores"] and "trace_layers" in result.summary["regressions_skipped"]
     page = render_report(result, None, frames["failures"])
     assert all(f'id="{key}"' in page for key in SECTIONS)
 

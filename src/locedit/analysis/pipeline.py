@@ -17,7 +17,7 @@ import pandas as pd
 from locedit.analysis.figures import FigureContext, FigureResult, make_figures
 from locedit.analysis.labels import METHODS, PROBLEMS
 from locedit.analysis.regressions import layer_correlations, per_edit_frame, regression_table
-from locedit.analysis.tables import Table, build_tables, write_tables
+from locedit.analysis.tables import Table, build_tables, score_table, write_tables
 from locedit.analysis.trace_stats import concentrated_cases
 
 ANALYSIS_DIR = "analysis"
@@ -151,6 +151,8 @@ def analyze_frames(
         conc = concentrated_cases(layers, window, kind)
         reg_conc = regression_table(per_edit[per_edit["case_id"].isin(conc)])
     tables = build_tables(reg, reg_conc, len(conc), n_traced, zsre=zsre) if not reg.empty else []
+    scores = score_table(frames.get("edits", empty))
+    tables = tables + [scores] if scores is not None else tables
     write_tables(tables, out_dir)
     reg.to_csv(out_dir / "regressions.csv", index=False)
     corr.to_csv(out_dir / "correlations.csv", index=False)

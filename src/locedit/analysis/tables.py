@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from locedit.analysis import reference as ref
-from locedit.analysis.labels import OUTCOME_NAMES
+from locedit.analysis.labels import METHODS, OUTCOME_NAMES, PROBLEMS, method_label, ordered, problem_label
 from locedit.analysis.regressions import format_p, p_phrase
 
 MODELS = ("Layer", "Tracing Effect", "Both")
@@ -125,6 +125,27 @@ def error_table(reg: pd.DataFrame, key: str, title: str,
     if not rows:
         return None
     return Table(key, title, pd.DataFrame(rows), "RMSE and MAE from in-sample residuals (SPEC §6.2).")
+
+
+SCORE_COLUMNS = {"rewrite_score": "rewrite", "paraphrase_score": "paraphrase", "neighborhood_score": "neighborhood",
+                 "essence_score": "essence", "overall_score": "overall", "rome_rewrite_success": "efficacy success"}
+
+
+def score_table(edits: pd.DataFrame) -> Table | None:
+    """Mean scores of every (method, problem, layer) cell of a sweep, in paper order (not a paper table)."""
+    if edits.empty:
+        return None
+    frame = edits.assign(method=edits["method"].map(method_label), problem=edits["problem"].map(problem_label))
+    cols = [c for c in SCORE_COLUMNS if c in frame.columns]
+    means = frame.groupby(["method", "problem", "layer"])[cols].mean().reset_index()
+    means.insert(3, "n", frame.groupby(["method", "problem", "layer"]).size().to_numpy())
+    rank = {m: i for i, m in enumerate(ordered(means["method"], METHODS))}
+    prank = {p: i for i, p in enumerate(ordered(means["problem"], PROBLEMS))}
+    means = means.sort_values(["problem", "method", "layer"], key=lambda c: c.map(prank) if c.name == "problem"
+                              else c.map(rank) if c.name == "method" else c)
+    means = means.rename(columns=SCORE_COLUMNS)
+    return Table("scores", "Mean edit scores by method, problem and edit layer", means.reset_index(drop=True),
+                 "Means over facts; efficacy success is the original ROME metric p(new) > p(true) (SPEC §5.7).")
 
 
 def build_tables(reg: pd.DataFrame, reg_concentrated: pd.DataFrame | None = None, n_concentrated: int = 0,

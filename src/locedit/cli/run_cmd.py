@@ -73,7 +73,7 @@ def run(
 @cli_errors
 def demo(out: Optional[Path] = OutOpt, no_progress: bool = NoProgressOpt, threads: Optional[int] = ThreadsOpt,
          as_json: bool = JsonOpt) -> None:
-    """The embedded model on the demo facts: tracing, ROME Error Injection at 6 layers, analysis, report.
+    """The embedded model on the demo facts: tracing, ROME Error Injection at 5 layers, analysis, report.
 
     With LOCEDIT_DATA_DIR set to the shared data, known CounterFact facts replace the demo facts.
     Prints the path of the HTML report.
