@@ -13,6 +13,7 @@ from locedit.analysis import analyze_frames, render_report
 from locedit.analysis.figures import FIGURES
 from locedit.analysis.labels import method_label, problem_label
 from locedit.analysis.report import SECTIONS, compat_switches
+from locedit.analysis.tables import score_table
 from locedit.analysis.synthetic import synthetic_frames, synthetic_manifest, write_run
 from locedit.cli.main import app
 
@@ -59,6 +60,14 @@ def test_score_table_means_every_cell(full):
                      & (edits.layer == row.layer)]
         assert row.n == len(cell) and row.rewrite == pytest.approx(cell.rewrite_score.mean())
         assert row.neighborhood == pytest.approx(cell.neighborhood_score.mean())
+
+
+def test_score_table_shows_scores_that_were_off_as_a_dash(full):
+    frames, _, _ = full
+    edits = frames["edits"].astype({"essence_score": object})
+    edits["essence_score"] = None  # as stored when a sweep runs with essence = false
+    shown = score_table(edits).display()
+    assert set(shown["essence"]) == {"–"} and all(v.replace(".", "").isdigit() for v in shown["rewrite"])
 
 
 def test_all_figures_drawn_when_data_present(full):

@@ -135,8 +135,9 @@ def score_table(edits: pd.DataFrame) -> Table | None:
     """Mean scores of every (method, problem, layer) cell of a sweep, in paper order (not a paper table)."""
     if edits.empty:
         return None
-    frame = edits.assign(method=edits["method"].map(method_label), problem=edits["problem"].map(problem_label))
-    cols = [c for c in SCORE_COLUMNS if c in frame.columns]
+    cols = [c for c in SCORE_COLUMNS if c in edits.columns]
+    frame = edits.assign(method=edits["method"].map(method_label), problem=edits["problem"].map(problem_label),
+                         **{c: pd.to_numeric(edits[c], errors="coerce") for c in cols})  # None (score off) -> NaN
     means = frame.groupby(["method", "problem", "layer"])[cols].mean().reset_index()
     means.insert(3, "n", frame.groupby(["method", "problem", "layer"]).size().to_numpy())
     rank = {m: i for i, m in enumerate(ordered(means["method"], METHODS))}
