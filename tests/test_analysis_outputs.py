@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from locedit.analysis import analyze_frames, render_report
 from locedit.analysis.figures import FIGURES
 from locedit.analysis.labels import method_label, problem_label
-from locedit.analysis.report import SECTIONS, compat_switches
+from locedit.analysis.report import SECTIONS, compat_switches, deviations
 from locedit.analysis.tables import score_table
 from locedit.analysis.synthetic import synthetic_frames, synthetic_manifest, write_run
 from locedit.cli.main import app
@@ -68,6 +68,15 @@ def test_score_table_shows_scores_that_were_off_as_a_dash(full):
     edits["essence_score"] = None  # as stored when a sweep runs with essence = false
     shown = score_table(edits).display()
     assert set(shown["essence"]) == {"–"} and all(v.replace(".", "").isdigit() for v in shown["rewrite"])
+
+
+def test_deviations_name_the_data_that_was_used(full):
+    _, manifest, result = full
+    demo = json.loads(json.dumps(manifest))
+    demo["config"]["data"]["source"] = "demo"
+    assert "MEND/EasyEdit" in deviations(manifest, result)["Data"]
+    assert "shipped with locedit" in deviations(demo, result)["Data"]
+    assert "MEND/EasyEdit" not in deviations(demo, result)["Data"]
 
 
 def test_all_figures_drawn_when_data_present(full):

@@ -125,6 +125,9 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
     if is_zsre(manifest):
         data = (f"{source}: zsRE in MEND format, the local 1,000-record train slice (the paper used "
                 "zsre_mend_eval); no correctness filter, p(o_true) > 0.02 only.")
+    elif source == "demo":
+        data = ("demo: the 64 facts shipped with locedit (written for this project, each with one paraphrase and "
+                "one neighborhood prompt); not CounterFact, so the scores are not comparable with the paper's.")
     else:
         data = (f"{source}: CounterFact in MEND/EasyEdit format with 1 paraphrase and 1 neighborhood prompt per "
                 "record (the paper's ROME-format file has 2 and 10; the reference code scores only the first of "
