@@ -131,7 +131,7 @@ def _peak_hist(ax: plt.Axes, ctx: FigureContext, window: int) -> int:
 def fig01_peaks(ctx: FigureContext) -> Figure:
     """Fig. 1: histogram of the layer where each fact's tracing effect peaks, edit layers marked."""
     _require_trace(ctx, ctx.window)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     n = _peak_hist(ax, ctx, ctx.window)
     if ctx.rome_layer is not None:
         memit = window_layers(ctx.rome_layer, 5, ctx.n_layers)
@@ -142,7 +142,7 @@ def fig01_peaks(ctx: FigureContext) -> Figure:
     for i, layer in enumerate(sorted(pe["layer"].unique()) if not pe.empty else []):
         ax.axvline(layer, color="grey", ls=":", lw=1, label="edit layers" if i == 0 else None)
     ax.set_title(f"Fig. 1 — Where the tracing effect peaks ({ctx.kind.upper()}, window {ctx.window}, {n} facts)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never covers a bar
     return fig
 
 
