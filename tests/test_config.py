@@ -36,8 +36,7 @@ def test_toml_round_trip_keeps_the_hash():
     assert back == cfg and back.hash() == cfg.hash()
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "smollm2_counterfact.toml", "smollm2_finding.toml", "smollm2_methods.toml",
-                                  "paper_gptj.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
 def test_shipped_configs_parse_and_name_known_methods(name):
     cfg = load_config(CONFIGS / name)
     check_names(cfg)

@@ -7,9 +7,9 @@ import torch
 
 from locedit.data.fact import Fact
 from locedit.edit.api import edit_and_evaluate
-from locedit.edit.problems import PROBLEMS, ProblemContext, get_problem, noised_next_token_probs
+from locedit.edit.problems import PROBLEMS, ProblemContext, get_problem, most_likely_text, noised_next_token_probs
 from locedit.models.families import family_for
-from locedit.models.tokens import encode, subject_span
+from locedit.models.tokens import encode, subject_span, target_ids
 
 FACT = Fact(case_id=3, subject="Danielle Darrieux", prompt="The mother tongue of Danielle Darrieux is",
             target_true="French", target_new="English",
@@ -129,3 +129,24 @@ def test_default_sigma_is_the_tracing_noise_level(tiny_llama, shared_data):
 
     model, tok = tiny_llama
     assert ProblemContext(model, tok).sigma == pytest.approx(noise_level(model, tok)) and noise_level(model, tok) > 0
+
+
+def test_most_likely_text_passes_over_blank_tokens(tiny_gpt2):
+    _, tok = tiny_gpt2
+    blank, word = encode(tok, "\n")[0], encode(tok, " Paris")[0]
+    probs = torch.zeros(len(tok))
+    probs[blank], probs[word] = 0.7, 0.2
+    assert most_likely_text(tok, probs, "p") == tok.decode([word])
+    with pytest.raises(ValueError, match="no non-blank token among the 1 most likely after 'p'"):
+        most_likely_text(tok, probs, "p", top=1)
+
+
+@pytest.mark.embedded
+def test_fact_forcing_baseline_is_never_blank_on_the_embedded_model(embedded):
+    """CounterFact case 9: with the subject noised, SmolLM2's argmax after the prompt is the blank token " "."""
+    model, tok = embedded
+    fact = Fact(case_id=9, subject="Shree Pundalik", prompt="Shree Pundalik, created in", target_true="India")
+    probs = noised_next_token_probs(model, tok, fact.prompt, fact.subject, 0.35, 10)
+    assert not tok.decode([int(probs.argmax())]).strip()  # the case this guards against does occur
+    ff = get_problem("ff").prepare(ProblemContext(model, tok, sigma=0.35), fact, baseline_rows=10)
+    assert ff.request_baseline == tok.decode([int(probs.argsort(descending=True)[1])]) and target_ids(tok, ff.request_baseline)

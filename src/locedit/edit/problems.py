@@ -120,11 +120,24 @@ def noised_next_token_probs(model: PreTrainedModel, tok: PreTrainedTokenizerBase
     return torch.softmax(logits, dim=-1).mean(0)
 
 
+def most_likely_text(tok: PreTrainedTokenizerBase, probs: torch.Tensor, prompt: str, top: int = 100) -> str:
+    """Decoded text of the most likely token that is not blank; a blank token cannot be scored as a target."""
+    for i in probs.argsort(descending=True)[:top].tolist():
+        text = tok.decode([i])
+        if text.strip():
+            return text
+    raise ValueError(f"no non-blank token among the {top} most likely after {prompt!r}")
+
+
 def ff_request_baseline(ctx: ProblemContext, fact: Fact, rows: int) -> str:
-    """Decoded argmax token of the noised-subject next-token distribution (FF request_baseline, §1.3)."""
+    """Decoded argmax token of the noised-subject next-token distribution (FF request_baseline, §1.3).
+
+    Blank tokens are passed over: the reference decodes the argmax even when it is " " (SmolLM2 says " " after
+    "Shree Pundalik, created in" with the subject noised), and a blank string cannot be scored as a target.
+    """
     def compute() -> str:
         probs = noised_next_token_probs(ctx.model, ctx.tok, fact.prompt, fact.subject, ctx.sigma, rows)
-        return ctx.tok.decode([int(probs.argmax())])
+        return most_likely_text(ctx.tok, probs, fact.prompt)
 
     return ctx.cached(("ff_baseline", fact.prompt, fact.subject, ctx.sigma, rows), compute)
 
@@ -159,11 +172,7 @@ def _o_noise_continuation(ctx: ProblemContext, fact: Fact) -> str:
 def _o_noise_argmax(ctx: ProblemContext, fact: Fact) -> str:
     """The most likely non-blank token of the noise-averaged next-token distribution."""
     probs = noised_next_token_probs(ctx.model, ctx.tok, fact.prompt, fact.subject, ctx.sigma, ARGMAX_ROWS)
-    for i in probs.argsort(descending=True)[:100].tolist():
-        text = ctx.tok.decode([i]).strip()
-        if text:
-            return text
-    raise ValueError(f"no non-blank token among the 100 most likely after {fact.prompt!r}")
+    return most_likely_text(ctx.tok, probs, fact.prompt).strip()
 
 
 _O_NOISE: dict[str, Callable[[ProblemContext, Fact], str]] = {
