@@ -11,11 +11,6 @@ import torch
 from locedit.models import TINY_FAMILIES, load_model, tiny
 from locedit.paths import data_dir
 
-# Intra-op threads: on a shared, oversubscribed developer box two spinning OpenMP threads made tiny models 40x
-# slower (0.27 s vs 11 s for a 40-token sample), so one thread there; CI has the machine to itself and uses
-# both cores. LOCEDIT_TEST_THREADS overrides.
-torch.set_num_threads(int(os.environ.get("LOCEDIT_TEST_THREADS", "2" if os.environ.get("CI") else "1")))
-
 
 @pytest.fixture(scope="session", params=TINY_FAMILIES)
 def tiny_model(request):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from locedit.experiment.schema import TABLES
-from locedit.localize import TargetWarning, TraceResult, ZeroingResult, plot_trace, trace, zero
+from locedit.localize import TargetWarning, TraceResult, TraceSettings, ZeroingResult, plot_trace, trace, zero
 from locedit.localize.noise import noise_level, sigma_from_subjects, table_sigma
 from locedit.models.tokens import EmptyTargetError, SubjectNotFoundError
 
@@ -131,3 +131,42 @@ def test_noise_level_from_known_1000_is_cached(tiny_llama, shared_data, tmp_path
     sigma = noise_level(model, tok)
     assert sigma > 0 and len(list((tmp_path / "noise").glob("*.json"))) == 1
     assert noise_level(model, tok) == sigma
+
+
+def test_trace_settings_object_equals_keyword_arguments(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    prompt, subject = "Paris is the capital of", "Paris"
+    by_kwargs = trace(model, tok, prompt, subject, kinds=["mlp", "attn"], windows=[1, 3], samples=2, noise=0.5, seed=3)
+    settings = TraceSettings(kinds=("mlp", "attn", "mlp"), windows=(1, 3, 1), samples=2, noise=0.5, seed=3)
+    by_settings = trace(model, tok, prompt, subject, settings=settings)
+    assert by_settings.settings == by_kwargs.settings
+    assert all(np.array_equal(by_settings.grids[k], by_kwargs.grids[k]) for k in by_kwargs.grids)
+    recorded = by_kwargs.trace_settings
+    assert recorded == TraceSettings(kinds=("mlp", "attn"), windows=(1, 3), samples=2, noise=0.5, seed=3)
+    assert TraceResult.load(by_kwargs.save(tmp_path / "t.npz")).trace_settings == recorded
+    overridden = trace(model, tok, prompt, subject, settings=settings, kinds=["block"], seed=4)
+    assert overridden.trace_settings == TraceSettings(kinds=("block",), windows=(1, 3), samples=2, noise=0.5, seed=4)
+    again = trace(model, tok, prompt, subject, settings=recorded)  # the recorded sigma reproduces the grids
+    assert all(np.array_equal(again.grids[k], by_kwargs.grids[k]) for k in by_kwargs.grids)
+
+
+def test_zero_takes_one_kind_from_settings(tiny_gpt2):
+    model, tok = tiny_gpt2
+    z = zero(model, tok, "Paris is the capital of", "Paris", settings=TraceSettings(kinds=("attn",), windows=(2,)))
+    assert list(z.grids) == ["attn:2"] and z.trace_settings.kinds == ("attn",) and z.trace_settings.samples == 1
+    assert list(zero(model, tok, "Paris is the capital of", "Paris", windows=[2], kind="block").grids) == ["block:2"]
+    with pytest.raises(ValueError, match="zeroing takes one kind"):
+        zero(model, tok, "Paris is the capital of", "Paris", settings=TraceSettings(kinds=("mlp", "attn")))
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(kinds=()), "unknown kind"), (dict(kinds=["mlp", "neuron"]), r"unknown kind\(s\) \['neuron'\]"),
+    (dict(windows=[]), "windows is empty"), (dict(windows=[2, 0]), "window 0 is not an integer >= 1"),
+    (dict(samples=0), "samples must be >= 1"), (dict(engine="turbo"), "unknown engine 'turbo'"),
+    (dict(max_rows=0), "max_rows must be >= 1"),
+])
+def test_trace_settings_reject_bad_values(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TraceSettings(**fields)
+    with pytest.raises(ValueError, match=message):
+        TraceSettings().updated(**fields)

@@ -119,9 +119,9 @@ def test_each_problem_moves_its_target_the_right_way(tiny_gpt2, problem, directi
     model, tok = tiny_gpt2
     row = edit_and_evaluate(model, tok, FACT, "ft-1", 3, problem, hparams={"norm_constraint": 0.05, "loss_threshold": 0.0},
                             noise_sigma=0.5, essence=False)
-    assert row["weights_restored"]
-    assert direction * (row["rewrite_post"] - row["rewrite_pre"]) > 0
-    assert row["rewrite_post"] / row["rewrite_pre"] > 1.5 if direction > 0 else row["rewrite_post"] < row["rewrite_pre"]
+    assert row.weights_restored
+    assert direction * (row.rewrite_post - row.rewrite_pre) > 0
+    assert row.rewrite_post / row.rewrite_pre > 1.5 if direction > 0 else row.rewrite_post < row.rewrite_pre
 
 
 def test_default_sigma_is_the_tracing_noise_level(tiny_llama, shared_data):

@@ -146,7 +146,7 @@ def edit(
         outcome = session.run(fact, method, layer, problem, during=during)
     row = outcome.row
     nb = (nb_before, captured["neighbor_after"]) if nb_before is not None else None
-    result = {**row, "prompt": fact.prompt, "subject": fact.subject, "target_true": fact.target_true,
+    result = {**row.as_dict(), "prompt": fact.prompt, "subject": fact.subject, "target_true": fact.target_true,
               "model": model, "prompts": _prompt_rows(outcome.prepared, outcome.pre, outcome.post, nb),
               "generation_before": fact.prompt + gen_before,
               "generation_after": fact.prompt + captured["generation_after"]}
@@ -254,9 +254,9 @@ def bench_edit(
             start = time.perf_counter()
             row = session.edit_and_evaluate(f, name, layer, problem)
             walls.append(time.perf_counter() - start)
-            edits.append(row["edit_seconds"])
-            evals.append(row["eval_seconds"])
-            scores.append(row["rewrite_score"])
+            edits.append(row.edit_seconds)
+            evals.append(row.eval_seconds)
+            scores.append(row.rewrite_score)
         per_method[name] = {"seconds_per_edit": statistics.mean(walls), "edit_seconds": statistics.mean(edits),
                             "post_eval_seconds": statistics.mean(evals), "mean_rewrite_score": statistics.mean(scores)}
     result = {"model": model, "device": device, "dtype": dtype, "layer": layer, "problem": problem, "facts": len(pool),

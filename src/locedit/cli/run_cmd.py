@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -51,7 +50,7 @@ def _report(result, as_json: bool) -> None:
 
 @cli_errors
 def run(
-    config: Path = typer.Argument(..., help="Experiment config (TOML), e.g. configs/demo.toml."),
+    config: Path = typer.Argument(..., help="Experiment config (TOML), e.g. configs/smollm2_finding.toml."),
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
     threads: Optional[int] = ThreadsOpt,
@@ -71,17 +70,25 @@ def run(
 
 
 @cli_errors
-def demo(out: Optional[Path] = OutOpt, no_progress: bool = NoProgressOpt, threads: Optional[int] = ThreadsOpt,
-         as_json: bool = JsonOpt) -> None:
+def demo(out: Optional[Path] = OutOpt,
+         data: str = typer.Option("demo", "--data", help="The facts: demo (shipped with locedit) or counterfact "
+                                  "(the first known CounterFact facts; needs LOCEDIT_DATA_DIR or ../shared/data)."),
+         print_config: bool = typer.Option(False, "--print-config", help="Print the demo's config (TOML) and exit; "
+                                           "`locedit run` on that file runs the same demo."),
+         no_progress: bool = NoProgressOpt, threads: Optional[int] = ThreadsOpt, as_json: bool = JsonOpt) -> None:
     """The embedded model on the demo facts: tracing, ROME Error Injection at 5 layers, analysis, report.
 
-    With LOCEDIT_DATA_DIR set to the shared data, known CounterFact facts replace the demo facts.
-    Prints the path of the HTML report.
+    Prints the data it uses first ("data: ..."), and at the end the path of the HTML report.
     """
-    from locedit.experiment.demo import demo_config
+    from locedit.experiment.config import dump_toml
+    from locedit.experiment.demo import DEMO_DATA, demo_config, demo_config_text
     from locedit.experiment.runner import run_experiment
 
-    cfg = demo_config(use_counterfact=bool(os.environ.get("LOCEDIT_DATA_DIR")))
+    cfg = demo_config(data)
+    if print_config:
+        typer.echo(demo_config_text() if data == "demo" else dump_toml(cfg), nl=False)
+        return
+    console.print(f"data: {data} ({DEMO_DATA[data]})", highlight=False, soft_wrap=True)
     _set_threads(threads)
     _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import torch
 import typer
 
 from locedit.cli.common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
@@ -40,6 +39,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         json_out: bool = JsonOpt,
     ) -> None:
         """Second moments E[k kᵀ] of the MLP down-projection input, all layers in one pass, cached on disk."""
+        import torch  # deferred like every heavy import of the CLI: `locedit --help` must not load torch
+
         from locedit.edit.hparams import resolve_hparams
         from locedit.edit.stats import SecondMoments
 

@@ -14,6 +14,13 @@ class Fact:
 
     ``prompt`` has the subject filled in; ``template`` has ``{}`` in its place. Targets are stored
     without a leading space (scoring adds exactly one).
+
+    >>> fact = Fact(case_id=0, subject="Danielle Darrieux", prompt="The mother tongue of Danielle Darrieux is",
+    ...             target_true="French", target_new="English")
+    >>> fact.template
+    'The mother tongue of {} is'
+    >>> Fact.from_dict(fact.to_dict()) == fact
+    True
     """
 
     case_id: int

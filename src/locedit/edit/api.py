@@ -1,21 +1,25 @@
 """Edit a fact and measure the edit: the one-call API over problems, methods and evaluation (SPEC §3.9).
 
->>> from locedit.models import load_model
+>>> from locedit.models import tiny
 >>> from locedit.data.fact import Fact
 >>> from locedit.edit.api import edit, edit_and_evaluate
->>> model, tok = load_model("smollm2-135m")
+>>> model, tok = tiny("llama")
 >>> fact = Fact(case_id=0, subject="Danielle Darrieux", prompt="The mother tongue of Danielle Darrieux is",
 ...             target_true="French", target_new="English")
->>> row = edit_and_evaluate(model, tok, fact, method="rome", layer=12, problem="error-injection")
->>> row["rewrite_score"] > 0.9, row["weights_restored"]                        # doctest: +SKIP
+>>> row = edit_and_evaluate(model, tok, fact, method="ft-1", layer=2, essence=False)
+>>> row.rewrite_post > row.rewrite_pre, row.weights_restored
 (True, True)
->>> with edit(model, tok, fact, method="rome", layer=12) as handle:           # weights restored on exit
-...     pass
+>>> with edit(model, tok, fact, method="ft-1", layer=2) as handle:           # weights restored on exit
+...     handle.layers
+[2]
+
+On the embedded SmolLM2-135M (``load_model("smollm2-135m")``), ROME at layer 12 gives this fact a
+rewrite score above 0.9 (``tests/test_edit_api.py`` checks it).
 
 :func:`edit_and_evaluate` runs: pre-edit evaluation (cached per model, fact and problem), the edit, the
 post-edit evaluation, restore, and a cheap check that the edited tensors are back to their original
-values. It returns one "edits" table row (columns of :data:`locedit.experiment.schema.TABLES`) plus
-``weights_restored``; :func:`store_row` keeps only the table's columns. Calls with the same model and
+values. It returns an :class:`EditRow`: the "edits" table's columns (:data:`locedit.experiment.schema.TABLES`)
+plus ``weights_restored``; :func:`store_row` gives the table's columns. Calls with the same model and
 settings share one :class:`EditSession` (its caches), so a sweep can simply call it in a loop.
 """
 
@@ -32,6 +36,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
+from locedit.edit.edit_row import EDIT_COLUMNS, EditRow
 from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import Hparams, resolve_hparams
 from locedit.edit.methods import apply_edit, edit_layers, get_method
@@ -39,11 +44,9 @@ from locedit.edit.problems import ONoiseMode, PreparedEdit, ProblemContext, get_
 from locedit.edit.request import NoiseMode
 from locedit.evaluate.evaluation import Evaluation
 from locedit.evaluate.evaluator import Evaluator
-from locedit.experiment.schema import TABLES
 from locedit.models.families import family_for
 from locedit.models.tokens import Spacing
 
-EDIT_COLUMNS = TABLES["edits"]
 HparamsArg = Hparams | Mapping[str, Any] | None
 
 
@@ -125,17 +128,16 @@ class EditSession:
             post = self.evaluator.evaluate(prepared)
             if during is not None:
                 during(handle)
-        restored = _restored(self.model, before, handle)
-        row = {"case_id": fact.case_id, "method": method, "problem": prepared.problem, "layer": layer,
-               "layers": list(handle.layers), "target_new": prepared.target_new,
-               "request_baseline": prepared.request_baseline,
-               **self.evaluator.scores(prepared, pre, post),
-               "edit_seconds": handle.edit_seconds, "eval_seconds": pre_seconds + post.seconds}
-        return EditOutcome({**{c: row.get(c) for c in EDIT_COLUMNS}, "weights_restored": restored}, prepared, pre, post)
+        row = EditRow(case_id=fact.case_id, method=method, problem=prepared.problem, layer=layer,
+                      layers=tuple(handle.layers), target_new=prepared.target_new,
+                      request_baseline=prepared.request_baseline, scores=self.evaluator.scores(prepared, pre, post),
+                      edit_seconds=handle.edit_seconds, eval_seconds=pre_seconds + post.seconds,
+                      weights_restored=_restored(self.model, before, handle))
+        return EditOutcome(row, prepared, pre, post)
 
     def edit_and_evaluate(self, fact: Fact, method: str, layer: int, problem: str,
-                          hparams: HparamsArg = None) -> dict[str, Any]:
-        """One "edits" row plus ``weights_restored`` (see :meth:`run`)."""
+                          hparams: HparamsArg = None) -> EditRow:
+        """The measured edit as an :class:`EditRow` (see :meth:`run`)."""
         return self.run(fact, method, layer, problem, hparams).row
 
 
@@ -143,7 +145,7 @@ class EditSession:
 class EditOutcome:
     """What :meth:`EditSession.run` measured: the table row and the pre/post evaluations behind it."""
 
-    row: dict[str, Any]
+    row: EditRow
     prepared: PreparedEdit
     pre: Evaluation
     post: Evaluation
@@ -196,6 +198,18 @@ def edit(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact: Fact, metho
     """Apply ``method``'s edit of ``fact`` for ``problem`` at ``layer`` (default: :func:`default_layer`).
 
     Returns the :class:`EditHandle`; use it as a context manager or call ``restore()``.
+
+    >>> from locedit.models import tiny
+    >>> from locedit.data.fact import Fact
+    >>> from locedit.edit.handle import snapshot, weights_equal
+    >>> model, tok = tiny("gpt2")
+    >>> fact = Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English")
+    >>> before = snapshot(model)
+    >>> with edit(model, tok, fact, method="ft-1", layer=3) as handle:
+    ...     weights_equal(model, before)
+    False
+    >>> weights_equal(model, before)
+    True
     """
     layer = default_layer(model) if layer is None else layer
     return session_for(model, tok, **settings).edit(fact, method, layer, problem, hparams)
@@ -203,18 +217,28 @@ def edit(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact: Fact, metho
 
 def edit_and_evaluate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact: Fact, method: str = "rome",
                       layer: int | None = None, problem: str = "error-injection", hparams: HparamsArg = None,
-                      **settings: Any) -> dict[str, Any]:
-    """Edit, evaluate before/after, restore: the "edits" row plus ``weights_restored``.
+                      **settings: Any) -> EditRow:
+    """Edit, evaluate before/after, restore: an :class:`EditRow` (the "edits" row plus ``weights_restored``).
 
     ``settings``: noise_sigma, o_noise_mode, ff_noise_mode, essence, average, spacing (see
     :class:`SessionSettings`). ``hparams``: a hyperparameter dataclass or a mapping of overrides.
+
+    >>> from locedit.models import tiny
+    >>> from locedit.data.fact import Fact
+    >>> model, tok = tiny("gpt2")
+    >>> fact = Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English")
+    >>> row = edit_and_evaluate(model, tok, fact, "ft-1", layer=3, essence=False)
+    >>> row.layers, row.request_baseline, row.weights_restored, row.essence_score is None
+    ((3,), 'French', True, True)
+    >>> 0 <= row.rewrite_score <= 1 and list(store_row(row)) == list(EDIT_COLUMNS)
+    True
     """
     layer = default_layer(model) if layer is None else layer
     return session_for(model, tok, **settings).edit_and_evaluate(fact, method, layer, problem, hparams)
 
 
-def store_row(result: Mapping[str, Any]) -> dict[str, Any]:
+def store_row(result: EditRow) -> dict[str, Any]:
     """The "edits" table row of an :func:`edit_and_evaluate` result; raises if the weights were not restored."""
-    if result.get("weights_restored") is False:
-        raise RuntimeError(f"edit of case {result.get('case_id')} did not restore the weights; stop the sweep")
-    return {c: result.get(c) for c in EDIT_COLUMNS}
+    if not result.weights_restored:
+        raise RuntimeError(f"edit of case {result.case_id} did not restore the weights; stop the sweep")
+    return result.as_row()

@@ -1,29 +1,45 @@
-"""The demo experiment: ``configs/demo.toml``, optionally switched to known CounterFact facts."""
+"""The demo experiment that ``locedit demo`` runs: ``demo.toml``, shipped inside the package.
+
+Its facts are chosen by name, never by the environment: ``demo`` (the shipped demo facts) or
+``counterfact`` (the first known CounterFact facts from the shared data).
+
+>>> cfg = demo_config()
+>>> cfg.name, cfg.model.name, cfg.data.source, cfg.edit.methods
+('demo', 'smollm2-135m', 'demo', ['rome'])
+>>> demo_config("counterfact").data.source
+'counterfact'
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import tomllib
+from importlib import resources
 
-from locedit.experiment.config import ConfigError, DataConfig, ExperimentConfig, load_config
+from locedit.experiment.config import ConfigError, DataConfig, ExperimentConfig, parse_config
+
+DEMO_CONFIG = "demo.toml"
+DEMO_DATA: dict[str, str] = {
+    "demo": "the demo facts shipped with locedit",
+    "counterfact": "the first known CounterFact facts of the shared data (LOCEDIT_DATA_DIR or ../shared/data)",
+}
 
 
-def demo_config_path() -> Path:
-    """``configs/demo.toml`` of the checkout locedit runs from."""
-    return Path(__file__).resolve().parents[3] / "configs" / "demo.toml"
+def demo_config_text() -> str:
+    """The shipped ``demo.toml``, comments included (read from the installed package)."""
+    return resources.files(__package__).joinpath(DEMO_CONFIG).read_text(encoding="utf-8")
 
 
-def demo_config(use_counterfact: bool = False) -> ExperimentConfig:
-    """The demo config; ``use_counterfact`` swaps the demo facts for the first known CounterFact facts.
+def demo_config(data: str = "demo") -> ExperimentConfig:
+    """The demo config on ``data``: ``demo`` (as shipped) or ``counterfact``.
 
     The CounterFact variant keeps the same number of facts (``data.limit``) and everything else, and is
     named ``demo-counterfact`` so its run directory differs.
     """
-    path = demo_config_path()
-    if not path.is_file():
-        raise ConfigError(f"{path} not found; run from a locedit checkout or use `locedit run CONFIG`")
-    cfg = load_config(path)
-    if not use_counterfact:
+    if data not in DEMO_DATA:
+        raise ConfigError(f"unknown demo data {data!r}; use one of {', '.join(DEMO_DATA)}")
+    cfg = parse_config(tomllib.loads(demo_config_text()), origin=f"locedit/experiment/{DEMO_CONFIG}")
+    if data == "demo":
         return cfg
-    data = DataConfig(source="counterfact", first_n=2000, known_only=True, limit=cfg.data.limit,
-                      correctness_filter=cfg.data.correctness_filter)
-    return cfg.model_copy(update={"name": f"{cfg.name}-counterfact", "data": data})
+    counterfact = DataConfig(source="counterfact", first_n=2000, known_only=True, limit=cfg.data.limit,
+                             correctness_filter=cfg.data.correctness_filter)
+    return cfg.model_copy(update={"name": f"{cfg.name}-counterfact", "data": counterfact})

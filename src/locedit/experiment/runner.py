@@ -250,7 +250,7 @@ class Experiment:
                                    hparams=hparam_overrides(self.cfg, method, problem), noise_sigma=e.noise,
                                    o_noise_mode=e.o_noise_mode, ff_noise_mode=e.ff_noise_mode, essence=e.essence,
                                    average=e.average_prompts)
-        if result.get("weights_restored") is False:
+        if not result.weights_restored:
             raise SweepAbort(f"edit {method} of case {fact.case_id} at layer {layer} did not restore the weights; "
                              "the sweep stopped (completed units are kept)")
         return {"edits": [store_row(result)]}

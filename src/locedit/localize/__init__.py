@@ -10,9 +10,10 @@ from locedit.localize.noise import noise_level
 from locedit.localize.oracle import oracle_grid
 from locedit.localize.patching import Corruption, PatchGrid, PatchProblem, Restore
 from locedit.localize.result import TraceResult, ZeroingResult
+from locedit.localize.settings import TraceSettings
 
 __all__ = [
     "SUMMARY_COLUMNS", "Corruption", "FastEngine", "PatchGrid", "PatchProblem", "Restore", "TargetWarning", "TraceResult",
-    "TracedFact", "ZeroingResult", "bench_trace", "fast_grid", "noise_level", "oracle_grid", "plot_trace", "prepare",
-    "trace", "trace_facts", "zero",
+    "TraceSettings", "TracedFact", "ZeroingResult", "bench_trace", "fast_grid", "noise_level", "oracle_grid",
+    "plot_trace", "prepare", "trace", "trace_facts", "zero",
 ]

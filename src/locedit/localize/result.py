@@ -3,6 +3,7 @@
 A result holds its settings (model, kinds, windows, samples, sigma, seed, target, ...), the prompt
 tokens, the subject span, the base probabilities and one grid per ``kind:window``. It is saved as one
 ``.npz`` (arrays plus the settings as JSON) or one ``.json`` file, and loaded back unchanged.
+:attr:`~_Localization.trace_settings` reads the recorded settings back as a :class:`TraceSettings`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from locedit.experiment.schema import TABLES
+from locedit.localize.settings import DEFAULT_SEED, TraceSettings
 
 Denominator = Literal["high", "clean"]
 
@@ -37,6 +39,14 @@ class _Localization:
     @property
     def case_id(self) -> int:
         return int(self.settings.get("case_id", -1))
+
+    @property
+    def trace_settings(self) -> TraceSettings:
+        """The recorded settings as a :class:`TraceSettings`; ``noise`` is the sigma actually used, so tracing
+        with these settings again gives the same grids (``max_rows`` is not recorded: it changes no number)."""
+        s = self.settings
+        return TraceSettings(kinds=tuple(s["kinds"]), windows=tuple(s["windows"]), samples=int(s["samples"]),
+                             noise=s.get("sigma"), seed=int(s.get("seed", DEFAULT_SEED)), engine=s["engine"])
 
     @property
     def n_tokens(self) -> int:

@@ -147,7 +147,21 @@ def resolve_source(name_or_path: str) -> tuple[str, bool]:
 def load_model(
     name_or_path: str = EMBEDDED, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode, frozen) and tokenizer (pad = eos, right padding)."""
+    """Model (eval mode, frozen) and tokenizer (pad = eos, right padding).
+
+    ``name_or_path``: the embedded ``smollm2-135m`` (the default), an alias (``gpt2-xl``, ...), a hub id
+    or a local folder.
+
+    >>> import tempfile
+    >>> from locedit.models import tiny
+    >>> model, tok = tiny("gpt2")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     model.save_pretrained(folder)
+    ...     _ = tok.save_pretrained(folder)
+    ...     loaded, loaded_tok = load_model(folder)
+    >>> loaded.config.model_type, loaded.training, loaded_tok.padding_side
+    ('gpt2', False, 'right')
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
