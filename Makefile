@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
+DEMO_ARGS ?=  # e.g. DEMO_ARGS="--data counterfact" for the demo on known CounterFact facts
 
 .PHONY: setup demo test test-fast bench clean-venv
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/locedit demo
+	$(VENV)/bin/locedit demo $(DEMO_ARGS)
 
 test: setup
 	bash scripts/ensure_chromium.sh

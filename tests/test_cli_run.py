@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from locedit.cli.main import app
 from locedit.data.fact import Fact
 from locedit.experiment.config import dump_toml, parse_config
-from locedit.experiment.demo import demo_config
+from locedit.experiment.demo import demo_config, demo_config_text
 from locedit.experiment.schema import TABLES
 
 runner = CliRunner()
@@ -103,8 +104,26 @@ def test_run_resume_export_and_foreign_config(tmp_path):
     assert "csv, parquet" in _one_line_error(runner.invoke(app, ["export", str(out), "--format", "xlsx"]))
 
 
-def test_demo_config_switches_to_counterfact_known_facts():
-    plain, cf = demo_config(), demo_config(use_counterfact=True)
+def test_demo_data_is_a_flag_not_the_environment(monkeypatch, tmp_path):
+    plain, cf = demo_config(), demo_config("counterfact")
     assert plain.data.source == "demo"
     assert cf.data.source == "counterfact" and cf.data.known_only and cf.data.limit == plain.data.limit
     assert cf.edit == plain.edit and cf.hash() != plain.hash()
+    monkeypatch.setenv("LOCEDIT_DATA_DIR", str(tmp_path))  # set, as on a machine with the shared data
+    printed = runner.invoke(app, ["demo", "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout == demo_config_text() and parse_config(tomllib.loads(printed.stdout)).hash() == plain.hash()
+    printed_cf = runner.invoke(app, ["demo", "--data", "counterfact", "--print-config"])
+    assert parse_config(tomllib.loads(printed_cf.stdout)).hash() == cf.hash()
+    assert "unknown demo data 'wiki'; use one of demo, counterfact" in _one_line_error(
+        runner.invoke(app, ["demo", "--data", "wiki"]))
+
+
+def test_demo_prints_its_data_first(monkeypatch, tmp_path):
+    """No shared data under LOCEDIT_DATA_DIR: the CounterFact demo says which data it wanted, then fails in one line."""
+    monkeypatch.setenv("LOCEDIT_DATA_DIR", str(tmp_path))
+    result = runner.invoke(app, ["demo", "--data", "counterfact", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    first, error = [line for line in result.stderr.splitlines() if line.strip()]
+    assert first.startswith("data: counterfact (the first known CounterFact facts")
+    assert "counterfact_mend_edit.json does not exist" in error and not (tmp_path / "run").exists()

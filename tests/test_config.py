@@ -9,6 +9,7 @@ import pytest
 
 from locedit.experiment.config import (ConfigError, ExperimentConfig, dump_toml, load_config, parse_config,
                                        tiny_family)
+from locedit.experiment.demo import demo_config
 from locedit.experiment.manifest import RunDirError, check_run_dir, new_manifest, write_manifest
 from locedit.experiment.runner import check_layers, check_names, hparam_overrides, preflight
 
@@ -44,7 +45,8 @@ def test_shipped_configs_parse_and_name_known_methods(name):
 
 
 def test_demo_config_meets_the_brief():
-    cfg = load_config(CONFIGS / "demo.toml")
+    cfg = demo_config()
+    check_names(cfg)
     assert cfg.model.name == "smollm2-135m" and cfg.data.source == "demo"
     assert cfg.edit.methods == ["rome"] and cfg.edit.problems == ["error-injection"]
     assert len(cfg.edit.layers) >= 5 and max(cfg.edit.layers) - min(cfg.edit.layers) >= 20

@@ -158,7 +158,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a TOML config file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass a TOML file such as configs/demo.toml")
+        raise ConfigError(f"config file {path} does not exist; pass a TOML file such as configs/smollm2_finding.toml")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
