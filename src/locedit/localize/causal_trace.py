@@ -31,7 +31,8 @@ def _run(model: PreTrainedModel, problem: PatchProblem, restores: list[Restore],
     return oracle_grid(model, problem, restores, tokens)
 
 
-def _settings(model: PreTrainedModel, f: TracedFact, method: str, engine: str, **extra) -> dict:
+def _recorded(model: PreTrainedModel, f: TracedFact, method: str, engine: str, **extra) -> dict:
+    """The settings dict a result records (model, fact, target and run settings; the files keep it as is)."""
     return dict(method=method, model=str(model.config._name_or_path or model.config.model_type), engine=engine,
                 case_id=f.case_id, prompt=f.prompt, subject=f.subject, target=f.target, target_ids=list(f.target_ids),
                 target_source=f.target_source, target_is_greedy=f.target_is_greedy, greedy_token=f.greedy_token, **extra)
@@ -73,7 +74,7 @@ def trace(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact_or_prompt: 
     restores = [Restore(k, w) for k in s.kinds for w in s.windows]
     out = _run(model, problem, restores, list(range(s0, len(f.prompt_ids))), s)
     return TraceResult(
-        settings=_settings(model, f, "trace", s.engine, kinds=list(s.kinds), windows=list(s.windows),
+        settings=_recorded(model, f, "trace", s.engine, kinds=list(s.kinds), windows=list(s.windows),
                            samples=s.samples, sigma=sigma, seed=s.seed),
         tokens=[tok.decode([i]) for i in f.prompt_ids], s0=s0, s1=s1, p_clean=out.p_clean, p_noise=out.p_base,
         grids={grid_key(r.kind, r.window): g for r, g in out.grids.items()},
@@ -105,7 +106,7 @@ def zero(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact_or_prompt: F
     restores = [Restore(s.kinds[0], w, "zero") for w in s.windows]
     out = _run(model, problem, restores, list(range(len(f.prompt_ids))), s)
     return ZeroingResult(
-        settings=_settings(model, f, "zero", s.engine, kinds=list(s.kinds), windows=list(s.windows), samples=1),
+        settings=_recorded(model, f, "zero", s.engine, kinds=list(s.kinds), windows=list(s.windows), samples=1),
         tokens=[tok.decode([i]) for i in f.prompt_ids], s0=f.span[0], s1=f.span[1], p_clean=out.p_clean,
         grids={grid_key(r.kind, r.window): g for r, g in out.grids.items()},
     )
