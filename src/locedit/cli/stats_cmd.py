@@ -40,7 +40,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         json_out: bool = JsonOpt,
     ) -> None:
         """Second moments E[k kᵀ] of the MLP down-projection input, all layers in one pass, cached on disk."""
-        from locedit.edit.hparams import resolve_hparams
+        from locedit.edit.methods import resolve_hparams
         from locedit.edit.stats import SecondMoments
 
         wanted = parse_layers(layers)
