@@ -83,10 +83,19 @@ def test_shipped_entries_carry_their_metadata():
     assert [f.number for f in FIGURES.values()][:3] == ["1", "2", "4"]
 
 
-def test_every_metric_is_an_edits_column():
+def test_every_metric_is_an_edits_column_that_edit_scores_fills():
+    from locedit.edit.problems import PreparedEdit
+    from locedit.evaluate.evaluation import GROUPS, Evaluation, edit_scores
     from locedit.experiment.schema import TABLES
 
     assert set(METRICS) <= set(TABLES["edits"])
+    fact = Fact(case_id=0, subject="S", prompt="S is", target_true="a", target_new="b",
+                paraphrase_prompts=("S, as is known, is",), neighborhood_prompts=("T is",))
+    prepared = PreparedEdit("error-injection", fact, EditRequest(fact.prompt, "S", "b"), "a")
+    pre = Evaluation({g: (-2.0,) for g in GROUPS}, {g: (-1.0,) for g in GROUPS}, 10.0, 0.0)
+    post = Evaluation({g: (-0.5,) for g in GROUPS}, {g: (-1.5,) for g in GROUPS}, 11.0, 0.0)
+    row = edit_scores(prepared, pre, post)
+    assert all(row[m] is not None for m in METRICS)
 
 
 def test_reference_memory_skips_follow_method_and_problem_attributes():
