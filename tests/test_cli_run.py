@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def _one_line_error(result) -> str:
     ({"layers": [1, 9]}, "out of range"),
 ])
 def test_bad_config_fails_in_one_line_before_work(tmp_path, edit, match):
-    result = runner.invoke(app, ["run", str(_config(tmp_path, **edit)), "--out", str(tmp_path / "run")])
+    path = _config(tmp_path)  # a valid config, then the bad entry written into the file
+    for key, value in edit.items():
+        path.write_text(re.sub(rf"^{key} = .*$", f"{key} = {json.dumps(value)}", path.read_text(), flags=re.M))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
     assert match in _one_line_error(result)
     assert not (tmp_path / "run").exists()
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from locedit.edit.methods import METHODS
+from locedit.edit.problems import PROBLEMS, get_problem
 from locedit.experiment.config import (ConfigError, ExperimentConfig, dump_toml, load_config, parse_config,
                                        tiny_family)
 from locedit.experiment.demo import demo_config
 from locedit.experiment.manifest import RunDirError, check_run_dir, new_manifest, write_manifest
-from locedit.experiment.runner import check_layers, check_names, hparam_overrides, preflight
+from locedit.experiment.runner import check_layers, hparam_overrides, preflight
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -39,8 +41,8 @@ def test_toml_round_trip_keeps_the_hash():
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
 def test_shipped_configs_parse_and_name_known_methods(name):
-    cfg = load_config(CONFIGS / name)
-    check_names(cfg)
+    cfg = load_config(CONFIGS / name)  # parsing checks method, problem and hyperparameter names
+    assert set(cfg.edit.methods) <= set(METHODS) and set(cfg.edit.problems) <= set(PROBLEMS)
     assert cfg.edit.layers == sorted(set(cfg.edit.layers))
 
 
@@ -61,15 +63,31 @@ def test_paper_config_is_the_paper_grid():
 
 
 @pytest.mark.parametrize("sections, match", [
-    ({"edit": {"methods": ["romeo"]}}, "unknown editing method 'romeo'"),
-    ({"edit": {"problems": ["fact-forging"]}}, "unknown editing problem 'fact-forging'"),
-    ({"edit": {"hparams": {"rome": {"v_lrr": 0.1}}}}, "unknown rome hyperparameter"),
+    ({"edit": {"methods": ["romeo"]}}, "edit.methods: unknown editing method 'romeo'; use one of ft-1, "),
+    ({"edit": {"problems": ["fact-forging"]}}, "edit.problems: unknown editing problem 'fact-forging'"),
+    ({"edit": {"hparams": {"rome": {"v_lrr": 0.1}}}}, "edit.hparams: unknown rome hyperparameter"),
     ({"edit": {"hparams": {"rome": {"fact-forgery": {"v_lr": 0.1}}}}}, "not a problem"),
+    ({"edit": {"hparams": {"rome": {"ff": {"v_lrr": 0.1}}}}}, "unknown rome hyperparameter"),
+    ({"edit": {"hparams": {"romeo": {"v_lr": 0.1}}}}, "unknown editing method 'romeo'"),
+    ({"edit": {"problems": ["ei", "error-injection"]}}, "duplicates"),
 ])
 def test_unknown_names_are_one_line_errors(sections, match):
-    with pytest.raises(ValueError, match=match) as err:
-        check_names(_cfg(**sections))
-    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=match) as err:
+        _cfg(**sections)
+    assert "\n" not in str(err.value) and "Value error" not in str(err.value)
+
+
+def test_every_name_get_problem_accepts_is_a_valid_config_problem():
+    """The problem registry is the one list: an alias that get_problem accepts is accepted by the config too
+    (before, config validation kept its own list and refused "ff"), and stored by its registered name."""
+    for problem in PROBLEMS.values():
+        for spelling in (problem.name, problem.label, problem.label.lower(), *problem.aliases):
+            assert get_problem(spelling) is problem
+            cfg = _cfg(edit={"problems": [spelling], "hparams": {"FT-1": {spelling: {"num_steps": 3}}}})
+            assert cfg.edit.problems == [problem.name]
+            assert cfg.edit.hparams == {"ft-1": {problem.name: {"num_steps": 3}}}
+            assert hparam_overrides(cfg, "ft-1", problem.name) == {"num_steps": 3}
+    assert _cfg(edit={"problems": ["ff"]}).hash() == _cfg(edit={"problems": ["fact-forcing"]}).hash()
 
 
 @pytest.mark.parametrize("data, match", [

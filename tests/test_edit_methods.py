@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from locedit.edit.handle import snapshot, weights_equal
-from locedit.edit.hparams import FtHparams, MemitHparams, RomeHparams, resolve_hparams, table_key
+from locedit.edit.hparams import FtHparams, MemitHparams, RomeHparams, table_key
 from locedit.edit.memit import update_direction
-from locedit.edit.methods import METHODS, apply_edit
+from locedit.edit.methods import METHODS, apply_edit, resolve_hparams
 from locedit.edit.noise import SubjectNoise, noise_installed, noised_subject
 from locedit.edit.request import EditRequest
 from locedit.edit.stats import SecondMoments
@@ -171,7 +171,7 @@ def test_bad_input_gives_one_line_errors(tiny_llama, corpus_file):
         apply_edit(model, tok, req, "ft-1", 6)
     with pytest.raises(ValueError, match="empty target"):
         apply_edit(model, tok, EditRequest(PROMPT, SUBJECT, "  "), "ft-1", 1)
-    with pytest.raises(ValueError, match="rome, memit, ft-1, ft-5"):
+    with pytest.raises(ValueError, match="unknown editing method .grace.; use one of ft-1, ft-5, rome, memit"):
         apply_edit(model, tok, req, "grace", 1)
     with pytest.raises(ValueError, match="not found"):
         apply_edit(model, tok, EditRequest(PROMPT, "Nobody", "Paris"), "ft-1", 1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from locedit.edit.handle import EditHandle, snapshot, weights_equal
-from locedit.edit.hparams import resolve_hparams
+from locedit.edit.methods import resolve_hparams
 from locedit.edit.methods import apply_edit
 from locedit.edit.request import EditRequest
 from locedit.edit.stats import SecondMoments

@@ -1,9 +1,10 @@
 """The paper's figures from a run's tables (matplotlib, Agg), as PNG and SVG.
 
-Every figure is a function of a :class:`FigureContext` registered in :data:`FIGURES` with its key
-(file stem and HTML id) and title. A figure whose data the run lacks (a method, problem or window that
-was not run) raises :class:`SkipFigure` with the reason; :func:`make_figures` records it and goes on,
-so a partial run gets every figure it can support.
+Every figure is a :class:`Figure` in :data:`FIGURES`: its key (file stem and HTML id), the paper's figure
+number, a title, the function of a :class:`FigureContext` that draws it and the result tables it reads.
+A figure whose data the run lacks (a table, or a method, problem or window that was not run) is skipped
+with the reason; :func:`make_figures` records it and goes on, so a partial run gets every figure it can
+support. Method names, legend colours and paper order come from the method and problem registries.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from locedit.analysis.labels import (  # noqa: E402
-    EFFECT_NAMES, METHODS, OUTCOME_NAMES, PROBLEM_NAMES, PROBLEMS, method_label, ordered, problem_label,
+    EFFECT_NAMES, METHOD_COLORS, METHODS, OUTCOME_NAMES, PROBLEM_NAMES, PROBLEMS, method_label, ordered,
+    problem_label,
 )
 from locedit.analysis.regressions import p_phrase, regression_table  # noqa: E402
 from locedit.analysis.trace_stats import effect_curve, peak_layers  # noqa: E402
+from locedit.edit.methods import METHODS as METHOD_REGISTRY  # noqa: E402
+from locedit.registry import Registry  # noqa: E402
 from locedit.windows import window_layers  # noqa: E402
 
-METHOD_COLORS = {"FT-1": "#1f77b4", "FT-5": "#ff7f0e", "ROME": "#2ca02c", "MEMIT": "#d62728"}
 LAYER_AXIS = "central layer ℓ (0-indexed)"
 
 
@@ -134,10 +137,12 @@ def fig01_peaks(ctx: FigureContext) -> Figure:
     fig, ax = plt.subplots(figsize=(9.5, 4))
     n = _peak_hist(ax, ctx, ctx.window)
     if ctx.rome_layer is not None:
-        memit = window_layers(ctx.rome_layer, 5, ctx.n_layers)
-        ax.axvspan(memit[0] - 0.5, memit[-1] + 0.5, color="#d62728", alpha=0.08, label="MEMIT layers (window 5)")
-        ax.axvspan(ctx.rome_layer - 0.5, ctx.rome_layer + 0.5, color="#2ca02c", alpha=0.25,
-                   label=f"ROME layer ({ctx.rome_layer})")
+        rome, memit = METHOD_REGISTRY["rome"], METHOD_REGISTRY["memit"]
+        span = window_layers(ctx.rome_layer, memit.window, ctx.n_layers)
+        ax.axvspan(span[0] - 0.5, span[-1] + 0.5, color=memit.color, alpha=0.08,
+                   label=f"{memit.label} layers (window {memit.window})")
+        ax.axvspan(ctx.rome_layer - 0.5, ctx.rome_layer + 0.5, color=rome.color, alpha=0.25,
+                   label=f"{rome.label} layer ({ctx.rome_layer})")
     pe = ctx.frames.get("edits", pd.DataFrame())
     for i, layer in enumerate(sorted(pe["layer"].unique()) if not pe.empty else []):
         ax.axvline(layer, color="grey", ls=":", lw=1, label="edit layers" if i == 0 else None)
@@ -375,27 +380,51 @@ def fig09_overall(ctx: FigureContext) -> Figure:
     return _score_lines(ctx, ("overall_score", "overall_essence_score"), "9", "Overall scores")
 
 
-FIGURES: dict[str, tuple[str, Callable[[FigureContext], Figure]]] = {
-    "fig01_peak_layers": ("Where tracing effects peak", fig01_peaks),
-    "fig02_trace_heatmaps": ("Tracing grids of example facts", fig02_heatmaps),
-    "fig04_rome_ei_scatter": ("ROME rewrite score vs tracing effect", fig04_scatter),
-    "fig06_r2_bars": ("R² of Layer vs Layer + tracing", fig06_r2),
-    "fig07_scores_by_layer": ("Edit scores by layer and method", fig07_scores),
-    "fig08_essence_by_layer": ("Essence score by layer and method", fig08_essence),
-    "fig09_overall_by_layer": ("Overall scores by layer and method", fig09_overall),
-    "fig10_effect_by_window": ("Tracing effect by layer and window", fig10_effect_curves),
-    "fig11_peaks_by_window": ("Peak layers by window", fig11_peaks_by_window),
-    "fig12_r2_bars_window10": ("R² bars with window-10 tracing", fig12_r2_window10),
-    "fig15_rome_ei_te_panels": ("ROME EI rewrite vs tracing effect per layer",
-                                _panels_figure("15", "ROME", "EI", "rewrite_score", "te")),
-    "fig16_rome_ei_te_last_panels": ("ROME EI rewrite vs last-subject-token effect per layer",
-                                     _panels_figure("16", "ROME", "EI", "rewrite_score", "te_last")),
-    "fig17_ft5_ff_te_panels": ("FT-5 Fact Forcing rewrite vs tracing effect per layer",
-                               _panels_figure("17", "FT-5", "FF", "rewrite_score", "te")),
-    "fig18_rome_ei_overall_panels": ("ROME EI overall score vs tracing effect per layer",
-                                     _panels_figure("18", "ROME", "EI", "overall_score", "te")),
-    "fig21_rome_ei_zeroing_panels": ("ROME EI rewrite vs zeroing effect per layer", fig21_zeroing),
-}
+@dataclass(frozen=True)
+class PaperFigure:
+    """A registered figure: key (file stem, HTML id), the paper's number, title, drawing function, and the
+    result tables it reads (a run without one of them skips it)."""
+
+    name: str
+    number: str
+    title: str
+    build: Callable[[FigureContext], Figure]
+    needs: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+TRACE = ("trace_points", "trace_cells")
+EDITS_TRACED = ("edits", "trace_layers")
+FIGURES: Registry[PaperFigure] = Registry("figure")
+for _f in (
+        PaperFigure("fig01_peak_layers", "1", "Where tracing effects peak", fig01_peaks, TRACE),
+        PaperFigure("fig02_trace_heatmaps", "2", "Tracing grids of example facts", fig02_heatmaps, TRACE),
+        PaperFigure("fig04_rome_ei_scatter", "4", "ROME rewrite score vs tracing effect", fig04_scatter,
+                    EDITS_TRACED),
+        PaperFigure("fig06_r2_bars", "6", "R² of Layer vs Layer + tracing", fig06_r2, EDITS_TRACED),
+        PaperFigure("fig07_scores_by_layer", "7", "Edit scores by layer and method", fig07_scores, ("edits",)),
+        PaperFigure("fig08_essence_by_layer", "8", "Essence score by layer and method", fig08_essence, ("edits",)),
+        PaperFigure("fig09_overall_by_layer", "9", "Overall scores by layer and method", fig09_overall,
+                    ("edits",)),
+        PaperFigure("fig10_effect_by_window", "10", "Tracing effect by layer and window", fig10_effect_curves,
+                    TRACE),
+        PaperFigure("fig11_peaks_by_window", "11", "Peak layers by window", fig11_peaks_by_window, TRACE),
+        PaperFigure("fig12_r2_bars_window10", "12", "R² bars with window-10 tracing", fig12_r2_window10,
+                    EDITS_TRACED),
+        PaperFigure("fig15_rome_ei_te_panels", "15", "ROME EI rewrite vs tracing effect per layer",
+                    _panels_figure("15", "ROME", "EI", "rewrite_score", "te"), EDITS_TRACED),
+        PaperFigure("fig16_rome_ei_te_last_panels", "16", "ROME EI rewrite vs last-subject-token effect per layer",
+                    _panels_figure("16", "ROME", "EI", "rewrite_score", "te_last"), EDITS_TRACED),
+        PaperFigure("fig17_ft5_ff_te_panels", "17", "FT-5 Fact Forcing rewrite vs tracing effect per layer",
+                    _panels_figure("17", "FT-5", "FF", "rewrite_score", "te"), EDITS_TRACED),
+        PaperFigure("fig18_rome_ei_overall_panels", "18", "ROME EI overall score vs tracing effect per layer",
+                    _panels_figure("18", "ROME", "EI", "overall_score", "te"), EDITS_TRACED),
+        PaperFigure("fig21_rome_ei_zeroing_panels", "21", "ROME EI rewrite vs zeroing effect per layer",
+                    fig21_zeroing, (*EDITS_TRACED, "zeroing_layers"))):
+    FIGURES.register(_f)
 
 
 def make_figures(ctx: FigureContext, out_dir: Path, only: tuple[str, ...] | None = None,
@@ -406,11 +435,15 @@ def make_figures(ctx: FigureContext, out_dir: Path, only: tuple[str, ...] | None
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
-    for key, (title, build) in FIGURES.items():
+    for spec in FIGURES.values():
+        key = spec.key
         if only is not None and key not in only:
             continue
+        missing = [t for t in spec.needs if t not in ctx.frames]
         try:
-            fig = build(ctx)
+            if missing:
+                raise SkipFigure(f"the run has no {' or '.join(missing)} table")
+            fig = spec.build(ctx)
         except SkipFigure as why:
             skipped[key] = str(why)
             continue
@@ -419,8 +452,8 @@ def make_figures(ctx: FigureContext, out_dir: Path, only: tuple[str, ...] | None
         fig.savefig(png, dpi=100)
         fig.savefig(svg)
         plt.close(fig)
-        written.append(FigureResult(key, title, png, svg))
+        written.append(FigureResult(key, spec.title, png, svg))
     return written, skipped
 
 
-__all__ = ["FIGURES", "FigureContext", "FigureResult", "SkipFigure", "make_figures"]
+__all__ = ["FIGURES", "FigureContext", "FigureResult", "PaperFigure", "SkipFigure", "make_figures"]

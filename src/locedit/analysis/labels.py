@@ -1,28 +1,29 @@
-"""Display names and paper order for methods, problems and outcomes.
+"""Display names and paper order for methods, problems and outcomes, read from the registries.
 
 Result tables may spell a method "rome", "ROME" or "ft_1"; the analysis groups and orders by the
-canonical labels here so tables and figures read like the paper's (FT-1, FT-5, ROME, MEMIT; EI, TR,
-FE, FA, FF). Unknown names are kept as they are and sorted after the known ones.
+canonical labels of :data:`locedit.edit.methods.METHODS`, :data:`locedit.edit.problems.PROBLEMS` and
+:data:`locedit.evaluate.metrics.METRICS`, so tables and figures read like the paper's (FT-1, FT-5, ROME,
+MEMIT; EI, TR, FE, FA, FF). Unknown names are kept as they are and sorted after the known ones. The
+sequences and mappings here follow the registries, also for entries registered later.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-METHODS: tuple[str, ...] = ("FT-1", "FT-5", "ROME", "MEMIT")
-PROBLEMS: tuple[str, ...] = ("EI", "TR", "FE", "FA", "FF")
-PROBLEM_NAMES: dict[str, str] = {
-    "EI": "Error Injection", "TR": "Tracing Reversal", "FE": "Fact Erasure",
-    "FA": "Fact Amplification", "FF": "Fact Forcing",
-}
-OUTCOMES: tuple[str, ...] = ("rewrite_score", "paraphrase_score", "neighborhood_score", "overall_score",
-                             "essence_score")
-OUTCOME_NAMES: dict[str, str] = {
-    "rewrite_score": "rewrite score", "paraphrase_score": "paraphrase score",
-    "neighborhood_score": "neighborhood score", "overall_score": "overall score (mean of 3)",
-    "overall_essence_score": "overall + essence (mean of 4)", "essence_score": "essence score",
-}
+from locedit.edit.methods import METHODS as METHOD_REGISTRY
+from locedit.edit.problems import PROBLEMS as PROBLEM_REGISTRY
+from locedit.evaluate.metrics import METRICS
+from locedit.registry import LiveTuple
+
+METHODS: Sequence[str] = METHOD_REGISTRY.column(lambda m: m.label)
+METHOD_COLORS = METHOD_REGISTRY.mapping(lambda m: m.label, lambda m: m.color)
+PROBLEMS: Sequence[str] = PROBLEM_REGISTRY.column(lambda p: p.label)
+PROBLEM_NAMES = PROBLEM_REGISTRY.mapping(lambda p: p.label, lambda p: p.long_name)
+# regression outcomes: the probability-based scores first, then those computed on sampled texts
+OUTCOMES: Sequence[str] = LiveTuple(lambda: tuple(
+    m.name for m in sorted((m for m in METRICS.values() if m.outcome), key=lambda m: m.sampled)))
+OUTCOME_NAMES = METRICS.mapping(lambda m: m.name, lambda m: m.label)
 EFFECT_NAMES: dict[str, str] = {
     "te": "tracing effect (max-token fraction restored)",
     "te_clean": "tracing effect (fraction of p_clean)",
@@ -33,28 +34,20 @@ EFFECT_NAMES: dict[str, str] = {
     "z_all": "zeroing effect (max over all tokens)",
 }
 
-_METHOD_ALIASES = {"ft1": "FT-1", "ft5": "FT-5", "rome": "ROME", "memit": "MEMIT", "memit5": "MEMIT"}
-_PROBLEM_ALIASES = {
-    "ei": "EI", "errorinjection": "EI", "tr": "TR", "tracingreversal": "TR", "fe": "FE", "facterasure": "FE",
-    "fa": "FA", "factamplification": "FA", "ff": "FF", "factforcing": "FF",
-}
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
-
 
 def method_label(name: str) -> str:
     """Canonical method label ("ft_1" -> "FT-1"); unknown names unchanged."""
-    return _METHOD_ALIASES.get(_key(name), str(name))
+    method = METHOD_REGISTRY.find(str(name))
+    return str(name) if method is None else method.label
 
 
 def problem_label(name: str) -> str:
     """Canonical problem label ("fact_forcing" -> "FF"); unknown names unchanged."""
-    return _PROBLEM_ALIASES.get(_key(name), str(name))
+    problem = PROBLEM_REGISTRY.find(str(name))
+    return str(name) if problem is None else problem.label
 
 
-def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
+def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
     """Distinct values in paper order, unknown ones after the known ones, alphabetically."""
     distinct = set(values)
     known = [v for v in order if v in distinct]

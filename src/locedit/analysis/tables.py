@@ -17,6 +17,7 @@ import pandas as pd
 from locedit.analysis import reference as ref
 from locedit.analysis.labels import METHODS, OUTCOME_NAMES, PROBLEMS, method_label, ordered, problem_label
 from locedit.analysis.regressions import format_p, p_phrase
+from locedit.evaluate.metrics import METRICS
 
 MODELS = ("Layer", "Tracing Effect", "Both")
 _R2_FIELD = {"Layer": "r2_layer", "Tracing Effect": "r2_trace", "Both": "r2_both"}
@@ -127,8 +128,8 @@ def error_table(reg: pd.DataFrame, key: str, title: str,
     return Table(key, title, pd.DataFrame(rows), "RMSE and MAE from in-sample residuals (SPEC §6.2).")
 
 
-SCORE_COLUMNS = {"rewrite_score": "rewrite", "paraphrase_score": "paraphrase", "neighborhood_score": "neighborhood",
-                 "essence_score": "essence", "overall_score": "overall", "rome_rewrite_success": "efficacy success"}
+# the mean-score table's columns: every metric with a heading, in registration order
+SCORE_COLUMNS = METRICS.mapping(lambda m: m.name, lambda m: m.heading, lambda m: m.heading is not None)
 
 
 def score_table(edits: pd.DataFrame) -> Table | None:
@@ -144,7 +145,7 @@ def score_table(edits: pd.DataFrame) -> Table | None:
     prank = {p: i for i, p in enumerate(ordered(means["problem"], PROBLEMS))}
     means = means.sort_values(["problem", "method", "layer"], key=lambda c: c.map(prank) if c.name == "problem"
                               else c.map(rank) if c.name == "method" else c)
-    means = means.rename(columns=SCORE_COLUMNS)
+    means = means.rename(columns=dict(SCORE_COLUMNS))
     return Table("scores", "Mean edit scores by method, problem and edit layer", means.reset_index(drop=True),
                  "Means over facts; efficacy success is the original ROME metric p(new) > p(true) (SPEC §5.7).")
 

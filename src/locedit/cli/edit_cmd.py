@@ -13,9 +13,16 @@ from typing import Any, Optional
 import typer
 
 from locedit.cli.common import CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+from locedit.edit.methods import METHODS, get_method
+from locedit.edit.problems import PROBLEMS, get_problem
+from locedit.registry import LiveText
 
 GENERATE_TOKENS = 12
-BENCH_METHODS = ("rome", "memit", "ft-1", "ft-5")
+METHOD_HELP = LiveText(lambda: f"Editing method: {', '.join(METHODS)}.")
+PROBLEM_HELP = LiveText(lambda: f"Editing problem: {', '.join(PROBLEMS)} (or its label: "
+                                f"{', '.join(p.label for p in PROBLEMS.values())}).")
+NOISE_HELP = LiveText(lambda: "Subject noise sigma for "
+                              f"{' / '.join(p.name for p in PROBLEMS.values() if p.needs_noise)} (default: the model's).")
 
 
 # -- fact from the command line -----------------------------------------------------------------------
@@ -91,10 +98,10 @@ def edit(
     neighbor_target: Optional[str] = typer.Option(None, "--neighbor-target", help="True object of the neighborhood prompts (shown before/after)."),
     fact_id: Optional[int] = typer.Option(None, "--fact-id", help="Edit the dataset fact with this case_id instead."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset file for --fact-id (default: the demo facts)."),
-    method: str = typer.Option("rome", "--method", help="rome, memit, ft-1 or ft-5."),
+    method: str = typer.Option("rome", "--method", help=METHOD_HELP),
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
-    problem: str = typer.Option("error-injection", "--problem", help="error-injection, tracing-reversal, fact-erasure, fact-amplification, fact-forcing."),
-    noise: Optional[float] = typer.Option(None, "--noise", help="Subject noise sigma for tracing-reversal / fact-forcing (default: the model's)."),
+    problem: str = typer.Option("error-injection", "--problem", help=PROBLEM_HELP),
+    noise: Optional[float] = typer.Option(None, "--noise", help=NOISE_HELP),
     o_noise_mode: str = typer.Option("compat", "--o-noise-mode", help="Tracing Reversal target: compat, continuation or argmax."),
     essence: bool = typer.Option(True, "--essence/--no-essence", help="Compute the essence score (5 sampled texts)."),
     generate: int = typer.Option(GENERATE_TOKENS, "--generate", help="Greedy tokens generated before and after the edit."),
@@ -105,9 +112,6 @@ def edit(
 ) -> None:
     """Edit one fact, then show target probabilities, generations and scores before and after."""
     from locedit.edit.api import default_layer, session_for
-    from locedit.edit.problems import get_problem
-
-    from locedit.edit.methods import get_method
 
     get_problem(problem)  # fail on bad names before loading the model
     get_method(method)
@@ -196,7 +200,7 @@ def _stats_seconds(m, tok, layer: int) -> dict[str, Any]:
     """Seconds to accumulate one layer's key statistics (uncached) and to invert them."""
     import torch
 
-    from locedit.edit.hparams import resolve_hparams
+    from locedit.edit.methods import resolve_hparams
     from locedit.edit.stats import accumulate_second_moments, moments_for
 
     hp = resolve_hparams("rome", m)
@@ -216,8 +220,9 @@ def bench_edit(
     model: str = ModelOpt,
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
     facts: int = typer.Option(3, "--facts", "-n", help="How many demo facts to edit per method."),
-    methods: Optional[list[str]] = typer.Option(None, "--method", help="Methods to time (default: all four); repeatable."),
-    problem: str = typer.Option("error-injection", "--problem", help="Editing problem to time."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", help=LiveText(
+        lambda: f"Method to time (default: all of {', '.join(METHODS)}); repeatable.")),
+    problem: str = typer.Option("error-injection", "--problem", help=PROBLEM_HELP),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Facts file (default: the demo facts)."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
@@ -226,10 +231,8 @@ def bench_edit(
     """Seconds per edit (edit + evaluation) for each method at a middle layer, and seconds for statistics per layer."""
     from locedit.data.loaders import load_demo_facts, load_facts
     from locedit.edit.api import default_layer, session_for
-    from locedit.edit.methods import get_method
-    from locedit.edit.problems import get_problem
 
-    chosen = list(methods or BENCH_METHODS)
+    chosen = list(methods or METHODS)
     for name in chosen:
         get_method(name)
     get_problem(problem)

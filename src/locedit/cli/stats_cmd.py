@@ -41,7 +41,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """Second moments E[k kᵀ] of the MLP down-projection input, all layers in one pass, cached on disk."""
         import torch  # deferred like every heavy import of the CLI: `locedit --help` must not load torch
 
-        from locedit.edit.hparams import resolve_hparams
+        from locedit.edit.methods import resolve_hparams
         from locedit.edit.stats import SecondMoments
 
         wanted = parse_layers(layers)

@@ -38,8 +38,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from locedit.data.fact import Fact
 from locedit.edit.edit_row import EDIT_COLUMNS, EditRow
 from locedit.edit.handle import EditHandle
-from locedit.edit.hparams import Hparams, resolve_hparams
-from locedit.edit.methods import apply_edit, edit_layers, get_method
+from locedit.edit.hparams import Hparams
+from locedit.edit.methods import apply_edit, edit_layers, get_method, resolve_hparams
 from locedit.edit.problems import ONoiseMode, PreparedEdit, ProblemContext, get_problem
 from locedit.edit.request import NoiseMode
 from locedit.evaluate.evaluation import Evaluation

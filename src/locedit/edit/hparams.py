@@ -21,21 +21,19 @@ only 3 facts could be afforded on the shared 2-core CPU box):
   (not measured).
 * Statistics: 20,000 WikiText tokens (~1.5 min for half the model on an idle 2-core box).
 
-``resolve_hparams("rome", model, "error-injection", {"v_lr": 0.1})`` returns the dataclass with the
-table's base values, then the problem's overrides, then the caller's.
+:func:`locedit.edit.methods.resolve_hparams` (``resolve_hparams("rome", model, "error-injection", {"v_lr": 0.1})``)
+returns the method's dataclass with its layer window, the table's base values, then the problem's overrides,
+then the caller's. A method or problem without an entry here uses the dataclass defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from torch import nn
 
 from locedit.models.families import family_for
-
-PROBLEMS = ("error-injection", "tracing-reversal", "fact-erasure", "fact-amplification", "fact-forcing")
-METHOD_NAMES = ("rome", "memit", "ft-1", "ft-5")
 
 EarlyStop = Literal["compat", "rome_original"]
 
@@ -88,9 +86,9 @@ class FtHparams:
 
 
 Hparams = RomeHparams | MemitHparams | FtHparams
-_CLASSES: dict[str, type] = {"rome": RomeHparams, "memit": MemitHparams, "ft-1": FtHparams, "ft-5": FtHparams}
 
-# table[model][method] = {"base": {...}, problem: {...}}; values not named fall back to the dataclass defaults.
+# table[model][method] = {"base": {...}, problem: {...}}; values not named fall back to the dataclass defaults
+# (and the window to the method's, see locedit.edit.methods).
 _FT1_GPTJ = {"error-injection": {"norm_constraint": 1e-4}, "tracing-reversal": {"norm_constraint": 1e-5},
              "fact-erasure": {"norm_constraint": 1e-5}, "fact-amplification": {"norm_constraint": 1e-5},
              "fact-forcing": {"norm_constraint": 1e-4, "num_steps": 50, "n_copies": 10}}
@@ -105,43 +103,29 @@ TABLES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "rome": {"base": {"mom2_n_tokens": 1_000_000}, **_ROME_PROBLEMS},
         "memit": {"base": {"mom2_update_weight": 15000.0, "v_num_grad_steps": 25, "mom2_n_tokens": 1_000_000},
                   "error-injection": {"kl_factor": 0.9}},
-        "ft-1": {"base": {"window": 1}, **_FT1_GPTJ},
-        "ft-5": {"base": {"window": 5}, **_FT5_GPTJ},
+        "ft-1": _FT1_GPTJ,
+        "ft-5": _FT5_GPTJ,
     },
     "gpt2-xl": {
         "rome": {"base": {"mom2_n_tokens": 1_000_000}, "fact-forcing": {"v_num_grad_steps": 25, "v_lr": 0.05}},
         "memit": {"base": {"mom2_update_weight": 20000.0, "v_num_grad_steps": 20, "mom2_n_tokens": 1_000_000}},
-        "ft-1": {"base": {"window": 1}, "error-injection": {"norm_constraint": 1e-3},
+        "ft-1": {"error-injection": {"norm_constraint": 1e-3},
                  "fact-forcing": {"norm_constraint": 5e-4, "num_steps": 50, "n_copies": 10}},
-        "ft-5": {"base": {"window": 5}, "error-injection": {"norm_constraint": 1e-4},
+        "ft-5": {"error-injection": {"norm_constraint": 1e-4},
                  "fact-forcing": {"norm_constraint": 5e-5, "num_steps": 50, "n_copies": 10}},
     },
     "default": {  # chosen on the embedded SmolLM2-135M (module docstring)
         "rome": {"base": {"v_num_grad_steps": 40, "mom2_n_tokens": 20_000}, **_ROME_PROBLEMS},
         "memit": {"base": {"mom2_update_weight": 1500.0, "mom2_n_tokens": 20_000},
                   "error-injection": {"kl_factor": 0.9}},
-        "ft-1": {"base": {"window": 1},
-                 "error-injection": {"norm_constraint": 5e-3}, "tracing-reversal": {"norm_constraint": 5e-4},
+        "ft-1": {"error-injection": {"norm_constraint": 5e-3}, "tracing-reversal": {"norm_constraint": 5e-4},
                  "fact-erasure": {"norm_constraint": 5e-4}, "fact-amplification": {"norm_constraint": 5e-4},
                  "fact-forcing": {"norm_constraint": 5e-3, "num_steps": 50, "n_copies": 10}},
-        "ft-5": {"base": {"window": 5},
-                 "error-injection": {"norm_constraint": 1e-3}, "tracing-reversal": {"norm_constraint": 1e-3},
+        "ft-5": {"error-injection": {"norm_constraint": 1e-3}, "tracing-reversal": {"norm_constraint": 1e-3},
                  "fact-erasure": {"norm_constraint": 5e-4}, "fact-amplification": {"norm_constraint": 5e-4},
                  "fact-forcing": {"norm_constraint": 5e-3, "num_steps": 50, "n_copies": 10}},
     },
 }
-
-
-def check_method(method: str) -> str:
-    if method not in _CLASSES:
-        raise ValueError(f"unknown editing method {method!r}; use one of {', '.join(METHOD_NAMES)}")
-    return method
-
-
-def check_problem(problem: str | None) -> str | None:
-    if problem is not None and problem not in PROBLEMS:
-        raise ValueError(f"unknown editing problem {problem!r}; use one of {', '.join(PROBLEMS)}")
-    return problem
 
 
 def table_key(model: nn.Module | str) -> str:
@@ -156,17 +140,3 @@ def table_key(model: nn.Module | str) -> str:
     if fam.name == "gpt2" and fam.n_layers(model) == 48:
         return "gpt2-xl"
     return "default"
-
-
-def resolve_hparams(method: str, model: nn.Module | str, problem: str | None = None,
-                    overrides: Mapping[str, Any] | None = None) -> Hparams:
-    """The hyperparameters of ``method`` for ``model`` (a model or a table name) and ``problem``."""
-    cls = _CLASSES[check_method(method)]
-    check_problem(problem)
-    entry = TABLES[table_key(model)][method]
-    values: dict[str, Any] = {**entry.get("base", {}), **(entry.get(problem, {}) if problem else {})}
-    valid = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides or {}) - valid)
-    if unknown:
-        raise ValueError(f"unknown {method} hyperparameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return replace(cls(**values), **dict(overrides or {}))

@@ -3,28 +3,31 @@
 ``apply_edit(model, tok, request, "rome", layer=12)`` resolves hyperparameters and the layer set
 (ROME/FT-1: the layer; MEMIT/FT-5: the clipped window of 5 around it), precomputes key statistics
 outside any noise hook, computes the deltas, applies them and returns an :class:`EditHandle` (use it as a
-context manager, or call ``restore()``). A new method is one :func:`register_method` call.
+context manager, or call ``restore()``). A new method is one ``METHODS.register(Method(...))``: its label,
+colour, hyperparameters, CLI help and config validation all come from that entry.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Mapping
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.finetune import finetune
 from locedit.edit.handle import EditHandle
-from locedit.edit.hparams import Hparams, check_problem, resolve_hparams
+from locedit.edit.hparams import TABLES, FtHparams, Hparams, MemitHparams, RomeHparams, table_key
 from locedit.edit.memit import memit
+from locedit.edit.problems import get_problem
 from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
 from locedit.edit.rome import rome
 from locedit.edit.stats import SecondMoments, moments_for
 from locedit.models.families import family_for
 from locedit.models.tokens import subject_span, target_text
+from locedit.registry import Registry
 from locedit.windows import window_layers
 
 MethodFn = Callable[[nn.Module, PreTrainedTokenizerBase, EditRequest, list[int], Hparams, "SecondMoments | None"],
@@ -33,31 +36,61 @@ MethodFn = Callable[[nn.Module, PreTrainedTokenizerBase, EditRequest, list[int],
 
 @dataclass(frozen=True)
 class Method:
-    """A registered editing method: how to compute its deltas and whether it reads key statistics."""
+    """A registered editing method: everything the toolkit knows about it.
+
+    ``compute`` returns the deltas for the edit layers; ``hparams`` is its hyperparameter dataclass (values
+    per model and problem in :data:`locedit.edit.hparams.TABLES`); ``label`` and ``color`` name and draw it
+    in tables and figures; ``uses_stats``: it reads the key second moments (computed before any edit);
+    ``window``: how many layers around the central one it edits (the hyperparameters' ``window``, if the
+    class has one, starts from it).
+    """
 
     name: str
     compute: MethodFn
+    hparams: type
+    label: str
+    color: str
     uses_stats: bool
+    window: int = 1
+    aliases: tuple[str, ...] = ()
+
+    def check_overrides(self, overrides: Mapping[str, Any]) -> None:
+        """One-line error for hyperparameter names the method's dataclass does not have."""
+        valid = {f.name for f in fields(self.hparams)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(f"unknown {self.name} hyperparameter(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(valid))}")
 
 
-METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    """Add ``method`` to :data:`METHODS` (its hyperparameters must be known to :func:`resolve_hparams`)."""
-    METHODS[method.name] = method
-    return method
-
-
-for _m in (Method("rome", rome, True), Method("memit", memit, True),
-           Method("ft-1", finetune, False), Method("ft-5", finetune, False)):
-    register_method(_m)
+METHODS: Registry[Method] = Registry("editing method")
+for _m in (  # paper order (Hase et al. 2023, Tables 3-6)
+        Method("ft-1", finetune, FtHparams, "FT-1", "#1f77b4", uses_stats=False, window=1),
+        Method("ft-5", finetune, FtHparams, "FT-5", "#ff7f0e", uses_stats=False, window=5),
+        Method("rome", rome, RomeHparams, "ROME", "#2ca02c", uses_stats=True, window=1),
+        Method("memit", memit, MemitHparams, "MEMIT", "#d62728", uses_stats=True, window=5, aliases=("memit5",))):
+    METHODS.register(_m)
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown editing method {name!r}; use one of {', '.join(METHODS)}")
-    return METHODS[name]
+    """The registered method ``name`` finds (its name or label, any case)."""
+    return METHODS.get(name)
+
+
+def resolve_hparams(method: str, model: nn.Module | str, problem: str | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> Hparams:
+    """The hyperparameters of ``method`` for ``model`` (a model or a table name) and ``problem``.
+
+    The method's dataclass, with its window, the table's base values, the problem's values, then ``overrides``.
+    """
+    spec = get_method(method)
+    problem_name = get_problem(problem).name if problem is not None else None
+    entry = TABLES[table_key(model)].get(spec.name, {})
+    window = {"window": spec.window} if "window" in {f.name for f in fields(spec.hparams)} else {}
+    values: dict[str, Any] = {**window, **entry.get("base", {}),
+                              **(entry.get(problem_name, {}) if problem_name else {})}
+    spec.check_overrides(overrides or {})
+    return replace(spec.hparams(**values), **dict(overrides or {}))
 
 
 def edit_layers(model: nn.Module, layer: int, hparams: Hparams) -> list[int]:
@@ -78,7 +111,7 @@ def apply_edit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequ
                problem: str | None = None) -> EditHandle:
     """Compute ``method``'s edit for ``request`` centred on ``layer``, apply it, and return its handle."""
     spec = get_method(method)
-    hp = hparams if hparams is not None else resolve_hparams(method, model, check_problem(problem))
+    hp = hparams if hparams is not None else resolve_hparams(spec.name, model, problem)
     layers = edit_layers(model, layer, hp)
     validate_request(tok, request)
     if spec.uses_stats:
@@ -89,4 +122,4 @@ def apply_edit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequ
     result = spec.compute(model, tok, request, layers, hp, stats)
     seconds = time.perf_counter() - start
     info = dict(result.info, hparams=hp, stats=stats.info.to_dict() if stats is not None else None)
-    return EditHandle(model, result.deltas, method=method, layers=layers, edit_seconds=seconds, info=info)
+    return EditHandle(model, result.deltas, method=spec.name, layers=layers, edit_seconds=seconds, info=info)

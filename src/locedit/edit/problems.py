@@ -38,6 +38,7 @@ from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.request import EditRequest, NoiseMode, Objective
 from locedit.models.generation import greedy_generate, sample_top_k
 from locedit.models.tokens import encode, subject_span
+from locedit.registry import Registry
 
 ONoiseMode = Literal["compat", "continuation", "argmax"]
 O_NOISE_MODES: tuple[str, ...] = ("compat", "continuation", "argmax")
@@ -186,12 +187,27 @@ def _require_true(fact: Fact) -> str:
 
 
 class Problem:
-    """An editing problem: what to edit towards (``target``), against what (``baseline``), which way."""
+    """An editing problem: what to edit towards (``target``), against what (``baseline``), which way.
+
+    ``label`` / ``long_name`` name it in tables and figures ("EI", "Error Injection"); its label and
+    ``aliases`` find it as well as its name. ``erasure``: scored by the erased proportion, on facts that pass
+    the erasure filter. ``noised``: edited and evaluated with the subject noised. ``target_from_noise``: its
+    target is what the model says with the subject noised. Register a new one in :data:`PROBLEMS`.
+    """
 
     name: ClassVar[str]
+    label: ClassVar[str]
+    long_name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
     objective: ClassVar[Objective] = "maximize"
     erasure: ClassVar[bool] = False
-    noised: ClassVar[bool] = False  # Fact Forcing: noise the subject while editing and evaluating
+    noised: ClassVar[bool] = False
+    target_from_noise: ClassVar[bool] = False
+
+    @property
+    def needs_noise(self) -> bool:
+        """Whether preparing or evaluating it reads the subject noise level."""
+        return self.noised or self.target_from_noise
 
     def target(self, ctx: ProblemContext, fact: Fact) -> str:
         raise NotImplementedError
@@ -207,7 +223,7 @@ class Problem:
         sigma = ctx.sigma if self.noised else None
         request = EditRequest(prompt=fact.prompt, subject=fact.subject, target=self.target(ctx, fact),
                               objective=self.objective, noise_sigma=sigma, noise_mode=ctx.ff_noise_mode)
-        details = {"o_noise_mode": ctx.o_noise_mode} if isinstance(self, TracingReversal) else {}
+        details = {"o_noise_mode": ctx.o_noise_mode} if self.target_from_noise else {}
         return PreparedEdit(problem=self.name, fact=fact, request=request,
                             request_baseline=self.baseline(ctx, fact, baseline_rows), erasure=self.erasure,
                             eval_sigma=sigma, details=details)
@@ -219,7 +235,7 @@ class Problem:
 class ErrorInjection(Problem):
     """Make the model state the counterfactual object o_false."""
 
-    name = "error-injection"
+    name, label, long_name = "error-injection", "EI", "Error Injection"
 
     def target(self, ctx: ProblemContext, fact: Fact) -> str:
         true = _require_true(fact)
@@ -233,7 +249,8 @@ class ErrorInjection(Problem):
 class TracingReversal(Problem):
     """Make the model say, for the clean subject, what it says when the subject is noised (o_noise)."""
 
-    name = "tracing-reversal"
+    name, label, long_name = "tracing-reversal", "TR", "Tracing Reversal"
+    target_from_noise = True
 
     def target(self, ctx: ProblemContext, fact: Fact) -> str:
         return o_noise(ctx, fact)
@@ -250,7 +267,7 @@ class _TrueTarget(Problem):
 class FactErasure(_TrueTarget):
     """Lower p(o_true); scored by the erased proportion."""
 
-    name = "fact-erasure"
+    name, label, long_name = "fact-erasure", "FE", "Fact Erasure"
     objective = "minimize"
     erasure = True
 
@@ -258,35 +275,24 @@ class FactErasure(_TrueTarget):
 class FactAmplification(_TrueTarget):
     """Raise p(o_true) further."""
 
-    name = "fact-amplification"
+    name, label, long_name = "fact-amplification", "FA", "Fact Amplification"
 
 
 class FactForcing(_TrueTarget):
     """Raise p(o_true | noised subject); edited and evaluated with the subject noised."""
 
-    name = "fact-forcing"
+    name, label, long_name = "fact-forcing", "FF", "Fact Forcing"
     noised = True
 
     def baseline(self, ctx: ProblemContext, fact: Fact, baseline_rows: int) -> str:
         return ff_request_baseline(ctx, fact, baseline_rows)
 
 
-PROBLEMS: dict[str, Problem] = {p.name: p for p in (ErrorInjection(), TracingReversal(), FactErasure(),
-                                                     FactAmplification(), FactForcing())}
-ALIASES = {"ei": "error-injection", "tr": "tracing-reversal", "fe": "fact-erasure", "fa": "fact-amplification",
-           "ff": "fact-forcing"}
+PROBLEMS: Registry[Problem] = Registry("editing problem")
+for _p in (ErrorInjection(), TracingReversal(), FactErasure(), FactAmplification(), FactForcing()):  # paper order
+    PROBLEMS.register(_p)
 
 
 def get_problem(name: str | Problem) -> Problem:
-    """The registered problem called ``name`` (full name or ei/tr/fe/fa/ff)."""
-    if isinstance(name, Problem):
-        return name
-    key = ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else name
-    if key not in PROBLEMS:
-        raise ValueError(f"unknown editing problem {name!r}; use one of {', '.join(PROBLEMS)}")
-    return PROBLEMS[key]
-
-
-def baseline_rows_for(method: str) -> int:
-    """Noised copies the Fact Forcing baseline averages: FT runs 10 copies, ROME/MEMIT one (SPEC §1.3)."""
-    return 10 if method.startswith("ft") else 1
+    """The registered problem ``name`` finds (full name or label, any case: "fact-forcing", "FF", "ff")."""
+    return name if isinstance(name, Problem) else PROBLEMS.get(name)

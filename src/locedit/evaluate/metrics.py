@@ -1,12 +1,18 @@
-"""Edit-score formulas (SPEC §5.2-5.7), on plain numbers so each can be checked by hand.
+"""Edit-score formulas (SPEC §5.2-5.7), on plain numbers so each can be checked by hand, and the registry
+of the score columns of the "edits" table.
 
-``pre`` / ``post`` are joint target probabilities (§5.1) before and after the edit.
+``pre`` / ``post`` are joint target probabilities (§5.1) before and after the edit. Each score column is a
+:class:`Metric` in :data:`METRICS`, with its label, its heading in the mean-score table and whether the
+analysis regresses it on layer and tracing effect.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+from locedit.registry import Registry
 
 REWRITE_FLOOR = 2e-8  # the reference floors non-improving rewrites at 2e-8 (SPEC §9.2.6)
 ESSENCE_CAP = 5.0  # perplexity increase that gives essence score 0
@@ -72,3 +78,36 @@ def rome_success_magnitude(logp_new: Sequence[float], logp_base: Sequence[float]
     success = [float(sign * (n - b) > 0) for n, b in zip(logp_new, logp_base)]
     magnitude = [sign * (math.exp(n) - math.exp(b)) for n, b in zip(logp_new, logp_base)]
     return sum(success) / len(success), sum(magnitude) / len(magnitude)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score column of the "edits" table.
+
+    ``label`` names it in tables and figures; ``heading``, if set, is its column in the mean-score table;
+    ``outcome``: the analysis fits the paper's regressions to it (§6.2); ``sampled``: it is computed on
+    texts sampled from the model and is missing when a sweep runs without them (essence).
+    """
+
+    name: str
+    label: str
+    heading: str | None = None
+    outcome: bool = False
+    sampled: bool = False
+
+
+METRICS: Registry[Metric] = Registry("metric")
+for _m in (
+        Metric("rewrite_score", "rewrite score", "rewrite", outcome=True),
+        Metric("paraphrase_score", "paraphrase score", "paraphrase", outcome=True),
+        Metric("neighborhood_score", "neighborhood score", "neighborhood", outcome=True),
+        Metric("essence_score", "essence score", "essence", outcome=True, sampled=True),
+        Metric("overall_score", "overall score (mean of 3)", "overall", outcome=True),
+        Metric("overall_essence_score", "overall + essence (mean of 4)", sampled=True),
+        Metric("rome_rewrite_success", "efficacy success (original ROME metric)", "efficacy success"),
+        Metric("rome_rewrite_magnitude", "efficacy magnitude (original ROME metric)"),
+        Metric("rome_paraphrase_success", "paraphrase success (original ROME metric)"),
+        Metric("rome_paraphrase_magnitude", "paraphrase magnitude (original ROME metric)"),
+        Metric("rome_neighborhood_success", "neighborhood success (original ROME metric)"),
+        Metric("rome_neighborhood_magnitude", "neighborhood magnitude (original ROME metric)")):
+    METRICS.register(_m)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from locedit.edit.methods import METHODS
+from locedit.edit.problems import PROBLEMS
 from locedit.paths import data_dir
 
 TINY_PREFIX = "tiny:"
@@ -77,6 +79,8 @@ class EditConfig(_Strict):
 
     ``hparams`` maps a method name to overrides, e.g. ``{rome = {kl_factor = 1.0}}``; a nested table
     keyed by a problem name overrides for that problem only, e.g. ``{rome = {fact-forcing = {v_lr = 0.05}}}``.
+    Methods and problems are checked against their registries and stored by their registered names
+    (``ff`` and ``FF`` become ``fact-forcing``), so two spellings of one config hash alike.
     """
 
     methods: list[str] = ["rome"]
@@ -89,14 +93,57 @@ class EditConfig(_Strict):
     essence: bool = Field(True, description="compute the essence score (sampled texts, perplexity drift)")
     average_prompts: bool = Field(False, description="average all paraphrase/neighbor prompts (paper) vs first (code)")
 
-    @field_validator("methods", "problems", "layers")
+    @field_validator("methods")
     @classmethod
-    def _non_empty_unique(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise ValueError("must name at least one entry")
-        if len(set(v)) != len(v):
-            raise ValueError(f"has duplicates: {v}")
-        return v
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        return _non_empty_unique([METHODS.get(m).name for m in v])
+
+    @field_validator("problems")
+    @classmethod
+    def _known_problems(cls, v: list[str]) -> list[str]:
+        return _non_empty_unique([PROBLEMS.get(p).name for p in v])
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        return _non_empty_unique(v)
+
+    @field_validator("hparams")
+    @classmethod
+    def _known_hparams(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return _unique_keys({METHODS.get(name).name: _method_overrides(name, overrides)
+                             for name, overrides in v.items()}, v)
+
+
+def _non_empty_unique(v: list[Any]) -> list[Any]:
+    if not v:
+        raise ValueError("must name at least one entry")
+    if len(set(v)) != len(v):
+        raise ValueError(f"has duplicates: {v}")
+    return v
+
+
+def _unique_keys(renamed: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    if len(renamed) != len(given):
+        raise ValueError(f"names one entry twice: {', '.join(given)}")
+    return renamed
+
+
+def _method_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One method's overrides checked against its hyperparameter class; nested tables are per problem."""
+    method = METHODS.get(name)
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            problem = PROBLEMS.find(key)
+            if problem is None:
+                raise ValueError(f"{name}.{key}: not a problem; use one of {', '.join(PROBLEMS)}")
+            method.check_overrides(value)
+            out[problem.name] = value
+        else:
+            out[key] = value
+    method.check_overrides({k: v for k, v in out.items() if not isinstance(v, dict)})
+    return _unique_keys(out, overrides)
 
 
 class StatsConfig(_Strict):
@@ -151,7 +198,7 @@ def parse_config(data: dict[str, Any], origin: str = "config") -> ExperimentConf
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{origin}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{origin}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -25,6 +25,8 @@ from rich.console import Console
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data import Fact
+from locedit.edit.methods import Method, get_method
+from locedit.edit.problems import Problem, get_problem
 from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths, tiny_family
 from locedit.experiment.manifest import check_run_dir, new_manifest, write_manifest
 from locedit.experiment.selection import select_facts
@@ -34,7 +36,12 @@ from locedit.experiment.sweep import SweepAbort, SweepSummary, Unit, progress_ba
 # Reference hard skips (SPEC §1.2.2), applied when data.compat_skips is on.
 ALWAYS_SKIPPED = 1531
 MEMORY_SKIPPED = 1517
-_MULTI_LAYER_METHODS = ("memit", "ft-5")
+
+
+def memory_skipped(method: Method, problem: Problem) -> bool:
+    """Whether the reference skipped case 1517 (memory): every multi-layer method, and ROME (a one-layer method
+    with key statistics) under Tracing Reversal (a target from the noised model)."""
+    return method.window > 1 or (method.uses_stats and problem.target_from_noise)
 
 
 @dataclass
@@ -67,42 +74,22 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- checks
-def check_names(cfg: ExperimentConfig) -> None:
-    """Methods, problems and hyperparameter overrides must be known to the editing registry."""
-    from locedit.edit.hparams import check_method, check_problem, resolve_hparams
-
-    for m in cfg.edit.methods:
-        check_method(m)
-    for p in cfg.edit.problems:
-        check_problem(p)
-    for method, overrides in cfg.edit.hparams.items():
-        check_method(method)
-        for problem, values in _split_overrides(method, overrides)[1].items():
-            resolve_hparams(method, "default", check_problem(problem), values)
-        resolve_hparams(method, "default", None, _split_overrides(method, overrides)[0])
-
-
-def _split_overrides(method: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(overrides for every problem, {problem: overrides}) from one method's hparams table."""
-    from locedit.edit.hparams import PROBLEMS
-
     common = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
     per_problem = {k: v for k, v in overrides.items() if isinstance(v, dict)}
-    for k in per_problem:
-        if k not in PROBLEMS:
-            raise ConfigError(f"edit.hparams.{method}.{k}: not a problem; use one of {', '.join(PROBLEMS)}")
     return common, per_problem
 
 
 def hparam_overrides(cfg: ExperimentConfig, method: str, problem: str) -> dict[str, Any]:
     """The config's overrides for (method, problem): the stats corpus, then common, then per-problem."""
     out: dict[str, Any] = {}
-    if method in ("rome", "memit"):
+    if get_method(method).uses_stats:
         if cfg.stats.corpus is not None:
             out["mom2_corpus"] = cfg.stats.corpus
         if cfg.stats.n_tokens is not None:
             out["mom2_n_tokens"] = cfg.stats.n_tokens
-    common, per_problem = _split_overrides(method, cfg.edit.hparams.get(method, {}))
+    common, per_problem = _split_overrides(cfg.edit.hparams.get(method, {}))
     return {**out, **common, **per_problem.get(problem, {})}
 
 
@@ -129,8 +116,8 @@ def check_layers(cfg: ExperimentConfig, n_layers: int) -> None:
 
 
 def preflight(cfg: ExperimentConfig, run_dir: Path) -> int:
-    """Every check that needs no weights; returns the model's number of layers."""
-    check_names(cfg)
+    """Every check that needs no weights (names were checked when the config was parsed); returns the
+    model's number of layers."""
     data_paths(cfg.data.source)
     check_run_dir(run_dir, cfg)
     n_layers = model_n_layers(cfg.model.name)
@@ -206,14 +193,13 @@ class Experiment:
         """Filters (SPEC §1.2): known fact; Fact Erasure also p(o_true) > threshold; reference skips."""
         if self.cfg.data.correctness_filter and not fact_row["is_correct"]:
             return False
-        if problem == "fact-erasure" and not fact_row["passes_erasure_filter"]:
+        if get_problem(problem).erasure and not fact_row["passes_erasure_filter"]:
             return False
         if self.cfg.data.compat_skips:
             cid = fact_row["case_id"]
             if cid == ALWAYS_SKIPPED:
                 return False
-            if cid == MEMORY_SKIPPED and (method in _MULTI_LAYER_METHODS
-                                          or (method == "rome" and problem == "tracing-reversal")):
+            if cid == MEMORY_SKIPPED and memory_skipped(get_method(method), get_problem(problem)):
                 return False
         return True
 
@@ -223,8 +209,7 @@ class Experiment:
         Done once before any edit, outside any noise hook (SPEC §9.2.12); returns what to record in the
         manifest (corpus, token count, layers).
         """
-        from locedit.edit.hparams import resolve_hparams
-        from locedit.edit.methods import edit_layers, get_method
+        from locedit.edit.methods import edit_layers, resolve_hparams
         from locedit.edit.stats import moments_for
 
         groups: dict[tuple[str | None, int], set[int]] = {}
