@@ -43,7 +43,7 @@ def test_every_public_name_resolves():
 
 def test_locedit_edit_stays_the_function_after_its_subpackage_is_imported():
     out = _fresh_python("import sys, locedit, locedit.edit.methods\n"
-                        "from locedit.edit.hparams import resolve_hparams\n"
+                        "from locedit.edit.methods import resolve_hparams\n"
                         "print(locedit.edit is sys.modules['locedit.edit.api'].edit,"
                         " type(sys.modules['locedit.edit']).__name__)")
     assert out == "True module"

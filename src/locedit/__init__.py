@@ -15,8 +15,8 @@ The public API, imported on first use (``import locedit`` itself loads neither t
 
 The registries list what can be named in calls and configs:
 
->>> sorted(locedit.METHODS), "error-injection" in locedit.PROBLEMS
-(['ft-1', 'ft-5', 'memit', 'rome'], True)
+>>> sorted(locedit.METHODS), "error-injection" in locedit.PROBLEMS, "rewrite_score" in locedit.METRICS
+(['ft-1', 'ft-5', 'memit', 'rome'], True, True)
 
 ``locedit.edit`` is the :func:`~locedit.edit.api.edit` function, not the ``locedit.edit`` subpackage: import
 the subpackage's modules by their full names (``from locedit.edit.methods import get_method``).
@@ -52,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     # registries: name -> entry
     "METHODS": "locedit.edit.methods",
     "PROBLEMS": "locedit.edit.problems",
+    "METRICS": "locedit.evaluate.metrics",
+    "FIGURES": "locedit.analysis.figures",
 }
 
 __all__ = ["__version__", *_EXPORTS]

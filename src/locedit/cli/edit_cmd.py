@@ -13,16 +13,26 @@ from typing import Any, Optional
 import typer
 
 from locedit.cli.common import CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
-from locedit.edit.methods import METHODS, get_method
-from locedit.edit.problems import PROBLEMS, get_problem
-from locedit.registry import LiveText
+from locedit.registry import LiveText, Registry
+
+
+def _methods() -> Registry:
+    from locedit.edit.methods import METHODS  # deferred: the registry imports torch, `locedit --help` must not
+
+    return METHODS
+
+
+def _problems() -> Registry:
+    from locedit.edit.problems import PROBLEMS  # deferred like _methods
+
+    return PROBLEMS
 
 GENERATE_TOKENS = 12
-METHOD_HELP = LiveText(lambda: f"Editing method: {', '.join(METHODS)}.")
-PROBLEM_HELP = LiveText(lambda: f"Editing problem: {', '.join(PROBLEMS)} (or its label: "
-                                f"{', '.join(p.label for p in PROBLEMS.values())}).")
+METHOD_HELP = LiveText(lambda: f"Editing method: {', '.join(_methods())}.")
+PROBLEM_HELP = LiveText(lambda: f"Editing problem: {', '.join(_problems())} (or its label: "
+                                f"{', '.join(p.label for p in _problems().values())}).")
 NOISE_HELP = LiveText(lambda: "Subject noise sigma for "
-                              f"{' / '.join(p.name for p in PROBLEMS.values() if p.needs_noise)} (default: the model's).")
+                              f"{' / '.join(p.name for p in _problems().values() if p.needs_noise)} (default: the model's).")
 
 
 # -- fact from the command line -----------------------------------------------------------------------
@@ -113,8 +123,8 @@ def edit(
     """Edit one fact, then show target probabilities, generations and scores before and after."""
     from locedit.edit.api import default_layer, session_for
 
-    get_problem(problem)  # fail on bad names before loading the model
-    get_method(method)
+    _problems().get(problem)  # fail on bad names before loading the model
+    _methods().get(method)
     if generate < 0:
         raise CliError(f"--generate must be >= 0, got {generate}")
     if fact_id is None and (not prompt or not subject):
@@ -221,7 +231,7 @@ def bench_edit(
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
     facts: int = typer.Option(3, "--facts", "-n", help="How many demo facts to edit per method."),
     methods: Optional[list[str]] = typer.Option(None, "--method", help=LiveText(
-        lambda: f"Method to time (default: all of {', '.join(METHODS)}); repeatable.")),
+        lambda: f"Method to time (default: all of {', '.join(_methods())}); repeatable.")),
     problem: str = typer.Option("error-injection", "--problem", help=PROBLEM_HELP),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Facts file (default: the demo facts)."),
     device: str = DeviceOpt,
@@ -232,10 +242,10 @@ def bench_edit(
     from locedit.data.loaders import load_demo_facts, load_facts
     from locedit.edit.api import default_layer, session_for
 
-    chosen = list(methods or METHODS)
+    chosen = list(methods or _methods())
     for name in chosen:
-        get_method(name)
-    get_problem(problem)
+        _methods().get(name)
+    _problems().get(problem)
     if facts < 1:
         raise CliError(f"--facts must be >= 1, got {facts}")
     m, tok = load(model, device, dtype)
@@ -250,7 +260,7 @@ def bench_edit(
         session.evaluator.pre(session.prepare(f, problem, session.hparams(chosen[0], problem)))
         pre_seconds.append(time.perf_counter() - start)
     for name in chosen:
-        if get_method(name).uses_stats:  # one-time costs (templates, statistics, inverse) outside the timings
+        if _methods().get(name).uses_stats:  # one-time costs (templates, statistics, inverse) outside the timings
             session.edit_and_evaluate(pool[0], name, layer, problem)
         walls, edits, evals, scores = [], [], [], []
         for f in pool:
