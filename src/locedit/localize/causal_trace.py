@@ -13,7 +13,6 @@ from typing import Literal, Sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
-from locedit.edit.noise import SubjectNoise
 from locedit.localize.engine import DEFAULT_MAX_ROWS, fast_grid
 from locedit.localize.inputs import TracedFact, check_windows, prepare
 from locedit.localize.noise import noise_level
@@ -21,6 +20,7 @@ from locedit.localize.oracle import oracle_grid
 from locedit.localize.patching import KINDS, Corruption, PatchGrid, PatchProblem, Restore
 from locedit.localize.result import TraceResult, ZeroingResult, grid_key
 from locedit.models.families import family_for
+from locedit.models.noise import SubjectNoise
 
 Engine = Literal["fast", "oracle"]
 DEFAULT_SAMPLES = 10
