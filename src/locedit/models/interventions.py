@@ -51,6 +51,7 @@ class Installed:
     edit: Any
 
 
+# What this module installed on which model (entries leave with their context; models are held weakly).
 _INSTALLED: WeakKeyDictionary[nn.Module, list[Installed]] = WeakKeyDictionary()
 
 
@@ -154,7 +155,7 @@ def _read_nothing(hidden: torch.Tensor) -> None:
 
 @contextmanager
 def capture(model: nn.Module, sites: Sequence[Site], *, stop_after: Site | None = None) -> Iterator[dict[Site, torch.Tensor]]:
-    """Record the activation of each site during the block, as ``{site: tensor}`` (the last forward's)."""
+    """Record the activation of each site during the block, as ``{site: tensor}`` (the last forward's, not copied)."""
     store: dict[Site, torch.Tensor] = {}
 
     def keep(site: Site) -> Edit:
