@@ -9,11 +9,11 @@ from locedit.edit.handle import snapshot, weights_equal
 from locedit.edit.hparams import FtHparams, MemitHparams, RomeHparams, table_key
 from locedit.edit.memit import update_direction
 from locedit.edit.methods import METHODS, apply_edit, resolve_hparams
-from locedit.edit.noise import SubjectNoise, noise_installed, noised_subject
 from locedit.edit.request import EditRequest
 from locedit.edit.stats import SecondMoments
 from locedit.edit.templates import memit_templates, rome_templates
 from locedit.models import family_for
+from locedit.models.noise import SubjectNoise, noise_installed, noised_subject
 from locedit.models.scoring import next_token_top_k, target_probs
 
 # Subject at the end, so a tiny random model's prediction depends directly on the edited position.

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from locedit.edit.noise import SubjectNoise
 from locedit.localize import Corruption, PatchProblem, Restore, fast_grid, oracle_grid, trace
 from locedit.models.families import family_for
+from locedit.models.noise import SubjectNoise
 from locedit.models.tokens import encode, subject_span
 
 TOL = 1e-5

@@ -1,11 +1,12 @@
-"""Foundation: family table, tokenization rules, batched scoring and generation, hooks, model loading."""
+"""Foundation: family table, tokenization rules, batched scoring and generation, model loading (interventions:
+test_interventions.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from locedit.models import UnsupportedModelError, family_for, hooked, load_model
+from locedit.models import UnsupportedModelError, family_for, load_model
 from locedit.models.generation import greedy_generate, sample_top_k
 from locedit.models.scoring import target_log_probs
 from locedit.models.tokens import (EmptyTargetError, SubjectNotFoundError, encode, subject_last_index, subject_span,
@@ -23,7 +24,7 @@ def test_family_modules_resolve(tiny_model):
     d, m = model.config.hidden_size, fam.down_weight(model, 0).shape[1]
     assert fam.down_weight(model, n - 1).shape == (d, m)
     for kind in ("mlp", "attn", "block"):
-        model.get_submodule(fam.site_name(kind, n - 1))
+        model.get_submodule(fam.site(f"{kind}_output", n - 1).path)
     assert fam.unembed_module(model).weight.shape[1] == d
     assert fam.module(model, fam.unembed) is fam.unembed_module(model)
 
@@ -31,27 +32,6 @@ def test_family_modules_resolve(tiny_model):
 def test_unknown_family_names_supported_ones(tiny_llama):
     with pytest.raises(UnsupportedModelError, match="supported: .*gpt2.*llama.*families.py"):
         family_for("bert")
-
-
-def test_hooks_removed_on_exception(tiny_llama):
-    model, tok = tiny_llama
-    name = family_for(model).mlp_name(0)
-    module = model.get_submodule(name)
-    with pytest.raises(RuntimeError):
-        with hooked(model, outputs={name: lambda m, i, o: o * 0}):
-            assert len(module._forward_hooks) == 1
-            raise RuntimeError("boom")
-    assert len(module._forward_hooks) == 0
-
-
-def test_hook_changes_output(tiny_llama):
-    model, tok = tiny_llama
-    ids = torch.tensor([encode(tok, PROMPTS[0])])
-    clean = model(input_ids=ids).logits
-    with hooked(model, outputs={family_for(model).mlp_name(1): lambda m, i, o: o * 0}):
-        zeroed = model(input_ids=ids).logits
-    assert not torch.allclose(clean, zeroed)
-    assert torch.equal(model(input_ids=ids).logits, clean)
 
 
 def test_target_has_exactly_one_leading_space(tiny_llama):

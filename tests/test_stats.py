@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from locedit.edit import stats as stats_mod
 from locedit.edit.corpus import CorpusError, local_corpus, resolve_corpus
 from locedit.edit.fingerprint import model_fingerprint
-from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.stats import SecondMoments, StatsUnderNoiseError, second_moments
 from locedit.models import capture, family_for, tiny
+from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.tokens import encode
 
 WORDS = ("river mountain city language painter music history science football election harbour violin "
@@ -52,15 +52,15 @@ def corpus_file(tmp_path):
 def oracle_moment(model, tok, corpus_path, layer: int, n_tokens: int, max_doc: int) -> torch.Tensor:
     """Obviously correct: one full forward per document, every key collected, KᵀK / N."""
     corpus = local_corpus(corpus_path)
-    name = family_for(model).down_name(layer)
+    key = family_for(model).site("mlp_down_input", layer)
     keys, total = [], 0
     for doc in corpus.documents():
         ids = encode(tok, doc)[: min(max_doc, n_tokens - total)]
         if not ids:
             continue
-        with capture(model, [name], what="input") as got, torch.no_grad():
+        with capture(model, [key]) as got, torch.no_grad():
             model(input_ids=torch.tensor([ids]))
-        keys.append(got[name][0].double())
+        keys.append(got[key][0].double())
         total += len(ids)
         if total >= n_tokens:
             break

@@ -19,8 +19,8 @@ from typing import Iterator, Sequence
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.request import EditRequest
+from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.tokens import SubjectNotFoundError, subject_span
 
 

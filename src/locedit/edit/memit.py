@@ -70,16 +70,16 @@ def memit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, 
         solve_with = {layer: {"c": stats.moment(layer)} for layer in layers}
     else:
         raise ValueError(f"unknown MEMIT solver {hp.solver!r}; use 'sherman_morrison' or 'compat'")
-    z_site = fam.block_name(layers[-1])
+    z_site = fam.site("block_output", layers[-1])
     residuals: list[float] = []
     with edit_noise(model, tok, request) as noise, EditHandle(model) as running:
-        target = optimize_target_value(model, tok, request, z_site, layers[-1], contexts, memit_schedule(hp), noise)
+        target = optimize_target_value(model, tok, request, z_site, contexts, memit_schedule(hp), noise)
         rows = context_rows(tok, contexts, request)
         plain = context_rows(tok, ["{}"], request)
         for i, layer in enumerate(layers):
-            keys, _ = read_at(model, tok, fam.down_name(layer), rows, noise)
+            [keys] = read_at(model, tok, [fam.site("mlp_down_input", layer)], rows, noise)
             k = group_mean_key(keys, groups)
-            _, h_cur = read_at(model, tok, z_site, plain, noise)
+            [h_cur] = read_at(model, tok, [z_site], plain, noise)
             gap = target.value - h_cur[0]
             residuals.append(float(gap.norm()))
             rho = gap / (len(layers) - i)
@@ -88,7 +88,7 @@ def memit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, 
             delta = fam.down_update(torch.outer(rho.double(), a).to(weight.dtype)).contiguous()
             running.apply({f"{fam.down_name(layer)}.weight": delta})
         deltas = dict(running.deltas)
-        _, h_final = read_at(model, tok, z_site, plain, noise)
+        [h_final] = read_at(model, tok, [z_site], plain, noise)
     residuals.append(float((target.value - h_final[0]).norm()))
     info = {"z": target.value, "h0": target.initial, "losses": target.losses, "nlls": target.nlls,
             "gap_norms": residuals}

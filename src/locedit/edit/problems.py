@@ -34,9 +34,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
-from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.request import EditRequest, NoiseMode, Objective
 from locedit.models.generation import greedy_generate, sample_top_k
+from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.tokens import encode, subject_span
 from locedit.registry import Registry
 

@@ -29,7 +29,8 @@ from locedit.models.families import family_for
 def key_direction(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, layer: int,
                   contexts: Sequence[str], c_inv: torch.Tensor | None, noise: EditNoise) -> torch.Tensor:
     """u: the unit vector C⁻¹ k̄ (or k̄ without the second-moment adjustment)."""
-    keys, _ = read_at(model, tok, family_for(model).down_name(layer), context_rows(tok, contexts, request), noise)
+    key = family_for(model).site("mlp_down_input", layer)
+    [keys] = read_at(model, tok, [key], context_rows(tok, contexts, request), noise)
     u = keys.mean(0)
     if c_inv is not None:
         u = c_inv.float() @ u
@@ -53,15 +54,15 @@ def rome(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, l
     c_inv = stats.inverse(layer, torch.float32) if hp.mom2_adjustment and stats is not None else None
     if hp.mom2_adjustment and stats is None:
         raise ValueError("ROME with mom2_adjustment needs key statistics; pass stats= or set mom2_adjustment=False")
-    down = fam.down_name(layer)
+    key, value = fam.site("mlp_down_input", layer), fam.site("mlp_down_output", layer)
     with edit_noise(model, tok, request) as noise:
         u = key_direction(model, tok, request, layer, contexts, c_inv, noise)
-        target = optimize_target_value(model, tok, request, down, layer, contexts, rome_schedule(hp), noise)
-        k_star, o_star = read_at(model, tok, down, context_rows(tok, ["{}"], request), noise)
+        target = optimize_target_value(model, tok, request, value, contexts, rome_schedule(hp), noise)
+        k_star, o_star = read_at(model, tok, [key, value], context_rows(tok, ["{}"], request), noise)
     k_star, o_star = k_star[0], o_star[0]
     r = (target.value - o_star) / (u @ k_star)
     weight = fam.down_weight(model, layer)
     delta = fam.down_update(torch.outer(r, u)).to(weight.dtype).contiguous()
     info = {"u": u, "k_star": k_star, "o_star": o_star, "v_star": target.value, "v0": target.initial,
             "losses": target.losses, "nlls": target.nlls, "delta_norm": float((target.value - target.initial).norm())}
-    return MethodResult({f"{down}.weight": delta}, info)
+    return MethodResult({f"{fam.down_name(layer)}.weight": delta}, info)

@@ -15,7 +15,8 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.forcing import EditNoise
 from locedit.edit.request import EditRequest
-from locedit.models.hooks import StopForward, hooked, run_until_stopped
+from locedit.models.families import Site
+from locedit.models.interventions import capture, run_until_stopped
 from locedit.models.scoring import pad_id_of, pad_right
 from locedit.models.tokens import encode, subject_last_index, template_of
 
@@ -53,22 +54,15 @@ def kl_row(tok: PreTrainedTokenizerBase, request: EditRequest) -> Row:
 
 
 @torch.no_grad()
-def read_at(model: nn.Module, tok: PreTrainedTokenizerBase, module: str, rows: Sequence[Row],
-            noise: EditNoise) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, output) of ``module`` at each row's subject-last index, float32; the forward stops there.
+def read_at(model: nn.Module, tok: PreTrainedTokenizerBase, sites: Sequence[Site], rows: Sequence[Row],
+            noise: EditNoise) -> list[torch.Tensor]:
+    """Each site's activation at each row's subject-last index, float32 [rows, width].
 
-    (A module called with keyword arguments only reports its output as its input.)
+    The forward stops after the last of ``sites``, so list them in forward order.
     """
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(mod, inputs, output):
-        out = output[0] if isinstance(output, tuple) else output
-        store["in"], store["out"] = (inputs[0] if inputs else out), out
-        raise StopForward
-
     ids, mask = pad_right([r.ids for r in rows], pad_id_of(tok), model.device)
     noise.rows([r.text for r in rows])
-    with hooked(model, outputs={module: hook}):
+    with capture(model, sites, stop_after=sites[-1]) as got:
         run_until_stopped(model, input_ids=ids, attention_mask=mask, use_cache=False)
     at = torch.arange(len(rows), device=ids.device), torch.tensor([r.index for r in rows], device=ids.device)
-    return store["in"][at].float(), store["out"][at].float()
+    return [got[site][at].float() for site in sites]

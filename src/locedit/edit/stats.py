@@ -27,9 +27,9 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.corpus import Corpus, resolve_corpus
 from locedit.edit.fingerprint import model_fingerprint
-from locedit.edit.noise import noise_installed
 from locedit.models.families import family_for
-from locedit.models.hooks import StopForward, hooked, run_until_stopped
+from locedit.models.interventions import Edit, intervene, run_until_stopped
+from locedit.models.noise import noise_installed
 from locedit.models.scoring import pad_id_of, pad_right
 from locedit.models.tokens import encode
 from locedit.paths import cache_dir
@@ -113,16 +113,15 @@ def accumulate_second_moments(model: nn.Module, tok: PreTrainedTokenizerBase, la
     sums = {layer: torch.zeros(m, m, dtype=torch.float32, device=model.device) for layer in layers}
     state: dict[str, torch.Tensor] = {}
 
-    def make(layer: int):
-        def pre_hook(module, inputs):
-            keys = inputs[0][state["mask"]].float()
+    def accumulate(layer: int) -> Edit:
+        def edit(key: torch.Tensor) -> None:
+            keys = key[state["mask"]].float()
             sums[layer].addmm_(keys.T, keys)
-            if layer == layers[-1]:
-                raise StopForward
-        return pre_hook
+        return edit
 
+    sites = {fam.site("mlp_down_input", layer): accumulate(layer) for layer in layers}
     bar = tqdm(total=n_tokens, unit="tok", desc="key statistics", disable=not progress)
-    with hooked(model, inputs={fam.down_name(layer): make(layer) for layer in layers}):
+    with intervene(model, sites, stop_after=fam.site("mlp_down_input", layers[-1])):
         for batch in _batches(docs, batch_tokens):
             ids, mask = pad_right(batch, pad_id_of(tok), model.device)
             state["mask"] = mask.bool()

@@ -26,7 +26,8 @@ from locedit.edit.forcing import EditNoise
 from locedit.edit.hparams import EarlyStop
 from locedit.edit.request import EditRequest
 from locedit.edit.rows import context_rows, kl_row
-from locedit.models.hooks import hidden_of, hooked, with_hidden
+from locedit.models.families import Site
+from locedit.models.interventions import intervene
 from locedit.models.scoring import pad_id_of, pad_right
 from locedit.models.tokens import target_ids
 from locedit.models.upper import UpperForward
@@ -61,11 +62,12 @@ class TargetValue:
     nlls: list[float] = field(default_factory=list)
 
 
-def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, site: str,
-                          layer: int, contexts: Sequence[str], schedule: DeltaSchedule,
-                          noise: EditNoise) -> TargetValue:
-    """Optimise δ at ``site`` (a module of block ``layer``) over ``contexts`` for ``request``; see the module
-    docstring. Blocks below ``layer`` run once, not once per step (:class:`UpperForward`)."""
+def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, site: Site,
+                          contexts: Sequence[str], schedule: DeltaSchedule, noise: EditNoise) -> TargetValue:
+    """Optimise δ at ``site`` (an output site of block ``site.layer``) over ``contexts`` for ``request``; see
+    the module docstring. Blocks below that layer run once, not once per step (:class:`UpperForward`)."""
+    if site.position != "output" or site.layer is None:
+        raise ValueError(f"δ is added to the output of a block's module, not to {site}")
     rows = context_rows(tok, contexts, request)
     kl = kl_row(tok, request)
     y = target_ids(tok, request.target)
@@ -81,23 +83,22 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
     read_rows = torch.cat([label_rows.reshape(-1), torch.tensor([n_rows], device=device)])
     read_pos = torch.cat([label_pos.reshape(-1), lookup[-1:]])
 
-    d = hidden_of_width(model, site)
+    d = site.width_of(model.config)
     delta = torch.zeros(d, dtype=torch.float32, device=device, requires_grad=True)
     state: dict[str, torch.Tensor] = {}
 
-    def add_delta(module, inputs, output):
-        h = hidden_of(output)
+    def add_delta(h: torch.Tensor) -> torch.Tensor:
         if "v0" not in state:
             state["v0"] = h[0, lookup[0]].detach().float().clone()
         h = h.clone()
         h[every, lookup] = h[every, lookup] + delta.to(h.dtype)
-        return with_hidden(output, h)
+        return h
 
-    forward = UpperForward(model, ids, mask, start=layer, skip=not noise.active)
+    forward = UpperForward(model, ids, mask, start=site.layer, skip=not noise.active)
     opt = torch.optim.Adam([delta], lr=schedule.lr)
     result = TargetValue(value=torch.empty(0), initial=torch.empty(0))
     minimize = request.minimize
-    with hooked(model, outputs={site: add_delta}):
+    with intervene(model, {site: add_delta}):
         for it in range(schedule.steps):
             opt.zero_grad()
             noise.rows(texts)
@@ -126,11 +127,3 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
     result.value = state["v0"] + delta.detach()
     return result
 
-
-def hidden_of_width(model: nn.Module, site: str) -> int:
-    """Width of ``site``'s output: the down projection's out features, else the model's hidden size."""
-    module = model.get_submodule(site)
-    for attr in ("out_features", "nf"):
-        if hasattr(module, attr):
-            return int(getattr(module, attr))
-    return int(model.config.hidden_size)

@@ -19,8 +19,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.fingerprint import model_fingerprint
-from locedit.edit.noise import noise_installed
 from locedit.models.generation import sample_top_k
+from locedit.models.noise import noise_installed
 from locedit.paths import cache_dir
 
 ROME_LENGTHS = ((5, 10), (10, 10))  # (total tokens, count)

@@ -19,8 +19,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.edit.fingerprint import model_fingerprint
-from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.models.generation import sample_top_k
+from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.scoring import pad_id_of, token_log_probs_of_ids
 from locedit.models.tokens import SubjectNotFoundError, encode, subject_span
 from locedit.paths import cache_dir

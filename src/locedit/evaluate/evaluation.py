@@ -17,10 +17,10 @@ from typing import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.problems import PreparedEdit
 from locedit.evaluate import metrics
 from locedit.evaluate.essence import essence_perplexity
+from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.scoring import target_log_probs
 from locedit.models.tokens import Spacing, SubjectNotFoundError, subject_span
 

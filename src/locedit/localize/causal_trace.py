@@ -13,7 +13,6 @@ from typing import Sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
-from locedit.edit.noise import SubjectNoise
 from locedit.localize.engine import fast_grid
 from locedit.localize.inputs import TracedFact, check_windows, prepare
 from locedit.localize.noise import noise_level
@@ -22,6 +21,7 @@ from locedit.localize.patching import Corruption, PatchGrid, PatchProblem, Resto
 from locedit.localize.result import TraceResult, ZeroingResult, grid_key
 from locedit.localize.settings import Engine, TraceSettings
 from locedit.models.families import family_for
+from locedit.models.noise import SubjectNoise
 
 
 def _run(model: PreTrainedModel, problem: PatchProblem, restores: list[Restore], tokens: list[int],

@@ -17,29 +17,27 @@ How it stays exact (each point is an identity of causal decoders, not an approxi
    kind, value and clipped layer range) are computed once. ``max_rows`` bounds the rows per forward.
 
 Blocks are the model's own modules, called with the exact arguments the model itself passes them
-(recorded once per token by a forward-pre-hook on a one-row run with a real KV-cache prefix), so
+(recorded once per token by :func:`~locedit.models.interventions.recording_calls` on a one-row run with a
+real KV-cache prefix, and replayed by :meth:`~locedit.models.interventions.ModuleCall.replay`), so
 rotary/learned positions, masks and per-layer attention types come from the model, for every family.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
-from locedit.localize.patching import PatchGrid, PatchProblem, Restore, mean_prob, noise_hook, target_log_prob, validate_problem
-from locedit.models.families import Family, family_for
-from locedit.models.hooks import hidden_of, hooked, with_hidden
+from locedit.localize.patching import (PatchGrid, PatchProblem, Restore, add_noise, mean_prob, restore_site, target_log_prob,
+                                       validate_problem)
+from locedit.models.families import Site, family_for
+from locedit.models.interventions import Edit, ModuleCall, intervene, module_at, recording_calls
 
 DEFAULT_MAX_ROWS = 512
-
-BlockCall = tuple[tuple, dict[str, Any]]
 
 
 class _PrefixCache:
@@ -54,43 +52,9 @@ class _PrefixCache:
         return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
-@contextmanager
-def _recording_block_calls(model: nn.Module, fam: Family, n_layers: int) -> Iterator[list[BlockCall | None]]:
-    """Record the (args, kwargs) the model passes to each block during the block (hooks always removed)."""
-    calls: list[BlockCall | None] = [None] * n_layers
-
-    def make(layer: int):
-        def pre_hook(module, args, kwargs):
-            calls[layer] = (args, dict(kwargs))
-
-        return pre_hook
-
-    handles = []
-    try:
-        for layer in range(n_layers):
-            block = fam.module(model, fam.block, layer)
-            handles.append(block.register_forward_pre_hook(make(layer), with_kwargs=True))
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _call_hidden(call: BlockCall) -> torch.Tensor:
-    args, kwargs = call
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _call_block(block: nn.Module, call: BlockCall, hidden: torch.Tensor, cache: _PrefixCache) -> torch.Tensor:
-    """Run ``block`` on ``hidden`` with the recorded arguments, the HF cache swapped for ``cache``."""
-    args, kwargs = call
-    swap = lambda x: cache if isinstance(x, Cache) else x  # noqa: E731
-    if args:
-        args = (hidden, *map(swap, args[1:]))
-        kwargs = {k: swap(v) for k, v in kwargs.items()}
-    else:
-        kwargs = {k: swap(v) for k, v in kwargs.items()} | {"hidden_states": hidden}
-    return hidden_of(block(*args, **kwargs))
+def _swap_cache(cache: _PrefixCache) -> Callable[[Any], Any]:
+    """Argument map of a block replay: the model's HF cache is replaced by ``cache``."""
+    return lambda value: cache if isinstance(value, Cache) else value
 
 
 def _layer_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +98,8 @@ class FastEngine:
         self.fam = family_for(model)
         self.n_layers = self.fam.n_layers(model)
         self.max_rows = max_rows
-        self.blocks = [self.fam.module(model, self.fam.block, layer) for layer in range(self.n_layers)]
+        self.block_inputs = [self.fam.site("block_input", layer) for layer in range(self.n_layers)]
+        self.blocks = [module_at(model, site) for site in self.block_inputs]
         self.final_norm = self.fam.module(model, self.fam.final_norm)
         self.unembed = self.fam.unembed_module(model)
 
@@ -145,23 +110,23 @@ class FastEngine:
         batch = ids.expand(rows, -1)
         clean: dict[str, list] = {k: [None] * self.n_layers for k in kinds}
 
-        def keep_clean(kind: str, layer: int):
-            def hook(module, inputs, output):
-                clean[kind][layer] = hidden_of(output)[0].clone()
+        def keep_clean(kind: str, layer: int) -> Edit:
+            def edit(hidden: torch.Tensor) -> None:
+                clean[kind][layer] = hidden[0].clone()
 
-            return hook
+            return edit
 
-        hooks = {self.fam.site_name(k, layer): keep_clean(k, layer) for k in kinds for layer in range(self.n_layers)}
+        edits = {restore_site(self.fam, k, layer): keep_clean(k, layer) for k in kinds for layer in range(self.n_layers)}
         if corrupt:
-            hooks[self.fam.embed] = noise_hook(problem.corruption, first_row=1)
-        with _recording_block_calls(self.model, self.fam, self.n_layers) as calls, hooked(self.model, outputs=hooks):
+            edits[self.fam.site("embed_output")] = add_noise(problem.corruption, first_row=1)
+        with recording_calls(self.model, self.block_inputs) as calls, intervene(self.model, edits):
             out = self.model(input_ids=batch, use_cache=True)
         k = problem.n_target
         lp = target_log_prob(out.logits[:, problem.n_prompt - 1: problem.n_prompt - 1 + k], problem.target)
         sel = slice(1, None) if corrupt else slice(0, 1)
         kv = [_layer_kv(out.past_key_values, layer) for layer in range(self.n_layers)]
         return _BaseRun(
-            block_inputs=[_call_hidden(c)[sel] for c in calls],
+            block_inputs=[c.hidden[sel] for c in calls],
             keys=[kk[sel] for kk, _ in kv],
             values=[vv[sel] for _, vv in kv],
             clean_sites=clean,
@@ -169,38 +134,39 @@ class FastEngine:
             p_base=mean_prob(lp[sel]),
         )
 
-    def _token_calls(self, ids: torch.Tensor, t: int) -> list[BlockCall]:
+    def _token_calls(self, ids: torch.Tensor, t: int) -> list[ModuleCall]:
         """The block arguments of a run over positions t.. with a KV prefix of t positions."""
         past = self.model(input_ids=ids[:, :t], use_cache=True).past_key_values if t > 0 else None
-        with _recording_block_calls(self.model, self.fam, self.n_layers) as calls:
+        with recording_calls(self.model, self.block_inputs) as calls:
             self.model(input_ids=ids[:, t:], past_key_values=past, use_cache=t > 0)
         return calls  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------------ cells
-    def _patch_hooks(self, base: _BaseRun, cells: Sequence[_Cell], samples: int, layer: int, n_active: int, t: int) -> dict:
-        """Hooks overwriting, at relative position 0 (token t), the rows whose window covers ``layer``."""
+    def _patch_edits(self, base: _BaseRun, cells: Sequence[_Cell], samples: int, layer: int, n_active: int,
+                     t: int) -> dict[Site, Edit]:
+        """Edits overwriting, at relative position 0 (token t), the rows whose window covers ``layer``."""
         groups: dict[tuple[str, str], list[int]] = {}
         for i, c in enumerate(cells[: n_active // samples]):
             if c.l0 <= layer < c.l1:
                 groups.setdefault((c.kind, c.value), []).append(i)
-        by_site: dict[str, list] = {}
+        by_site: dict[Site, list] = {}
         for (kind, value), idx in groups.items():
             rows = (torch.tensor(idx)[:, None] * samples + torch.arange(samples)).flatten().to(self.model.device)
             fill = base.clean_sites[kind][layer][t] if value == "clean" else None
-            by_site.setdefault(self.fam.site_name(kind, layer), []).append((rows, fill))
+            by_site.setdefault(restore_site(self.fam, kind, layer), []).append((rows, fill))
 
-        def make(entries):
-            def hook(module, inputs, output):
-                h = hidden_of(output).clone()
+        def make(entries) -> Edit:
+            def edit(hidden: torch.Tensor) -> torch.Tensor:
+                h = hidden.clone()
                 for rows, fill in entries:
                     h[rows, 0] = fill if fill is not None else 0.0
-                return with_hidden(output, h)
+                return h
 
-            return hook
+            return edit
 
         return {site: make(entries) for site, entries in by_site.items()}
 
-    def _run_cells(self, problem: PatchProblem, base: _BaseRun, calls: list[BlockCall], t: int,
+    def _run_cells(self, problem: PatchProblem, base: _BaseRun, calls: list[ModuleCall], t: int,
                    cells: Sequence[_Cell]) -> np.ndarray:
         """Mean target probability of each cell (cells sorted by l0), restoring at token t."""
         s = problem.samples
@@ -217,8 +183,8 @@ class FastEngine:
             active = sample_of_row[:n_active]
             prefix = (_PrefixCache(base.keys[layer][active, :, :t], base.values[layer][active, :, :t]) if t > 0
                       else _PrefixCache(None, None))
-            with hooked(self.model, outputs=self._patch_hooks(base, cells, s, layer, n_active, t)):
-                hidden = _call_block(self.blocks[layer], calls[layer], hidden, prefix)
+            with intervene(self.model, self._patch_edits(base, cells, s, layer, n_active, t)):
+                hidden = calls[layer].replay(self.blocks[layer], hidden, _swap_cache(prefix))
         first = problem.n_prompt - 1 - t
         logits = self.unembed(self.final_norm(hidden[:, first: first + problem.n_target]))
         probs = target_log_prob(logits, problem.target).double().exp().view(len(cells), s)

@@ -1,9 +1,9 @@
 """What a patching run is made of: what to corrupt, what to restore (or zero) where, and what to measure.
 
 Causal tracing (SPEC §2) and representation zeroing (§2.8) are both "patch grids": for every cell
-(token t, centre layer c) and every :class:`Restore`, overwrite a site's output at token t in the
-layers of the clipped window around c, and measure the mean joint probability of the target tokens
-over the corrupted samples. Two engines compute a grid from the same :class:`PatchProblem`:
+(token t, centre layer c) and every :class:`Restore`, overwrite a site's output (:data:`KIND_SITES`) at
+token t in the layers of the clipped window around c, and measure the mean joint probability of the
+target tokens over the corrupted samples. Two engines compute a grid from the same :class:`PatchProblem`:
 :func:`locedit.localize.oracle.oracle_grid` (one forward per cell, nothing cached) and
 :func:`locedit.localize.engine.fast_grid` (exact reuse of cached states). Tests hold them equal.
 """
@@ -17,10 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from locedit.models.families import Family, Site, family_for
+from locedit.models.interventions import Edit
 from locedit.windows import window_layers
 
 Value = Literal["clean", "zero"]
-KINDS = ("mlp", "attn", "block")
+KIND_SITES = {"mlp": "mlp_output", "attn": "attn_output", "block": "block_output"}  # restore kind: its site
+KINDS = tuple(KIND_SITES)
 
 
 @dataclass(frozen=True)
@@ -101,17 +104,22 @@ class PatchGrid:
     grids: dict[Restore, np.ndarray] = field(default_factory=dict)
 
 
-def noise_hook(corruption: Corruption, first_row: int):
-    """Forward hook for the embedding module: rows first_row.. get ``sigma * noise`` at the span."""
+def restore_site(fam: Family, kind: str, layer: int) -> Site:
+    """The site a :class:`Restore` of ``kind`` overwrites at ``layer``."""
+    return fam.site(KIND_SITES[kind], layer)
+
+
+def add_noise(corruption: Corruption, first_row: int) -> Edit:
+    """Edit of the ``embed_output`` site: rows first_row.. get ``sigma * noise`` at the span."""
     s0, s1 = corruption.span
 
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    def edit(output: torch.Tensor) -> torch.Tensor:
         out = output.clone()
         rows = slice(first_row, first_row + corruption.samples)
         out[rows, s0:s1] += (corruption.sigma * corruption.noise).to(device=out.device, dtype=out.dtype)
         return out
 
-    return hook
+    return edit
 
 
 def target_log_prob(logits: torch.Tensor, target: Sequence[int]) -> torch.Tensor:
@@ -128,8 +136,6 @@ def mean_prob(log_probs: torch.Tensor) -> float:
 
 def validate_problem(model: nn.Module, problem: PatchProblem, restores: Sequence[Restore], tokens: Sequence[int]) -> None:
     """One-line errors for a target-less problem, out-of-range tokens, windows larger than the model."""
-    from locedit.models.families import family_for
-
     n_layers = family_for(model).n_layers(model)
     if problem.n_target < 1:
         raise ValueError("empty target: give at least one target token")

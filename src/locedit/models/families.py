@@ -1,20 +1,88 @@
-"""Where each model family keeps the modules locedit reads and edits.
+"""Where each model family keeps the modules locedit reads and edits, and the sites it intervenes on.
 
 Architecture support is data: one :class:`Family` entry per ``config.model_type``.
 Adding a family means adding one entry here and one tiny-model config in
 :mod:`locedit.models.tiny`.
+
+A :class:`Site` names an activation as pyvene does: a module path, the module's input or output, and
+the config attribute that gives its width. :data:`SITES` lays out every site in terms of a family's
+module paths, so ``family.site("mlp_down_input", 5)`` is the ROME key entering layer 5's down
+projection for any family. :mod:`locedit.models.interventions` reads and changes sites.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+Position = Literal["input", "output"]
+
 
 class UnsupportedModelError(ValueError):
     """Raised for a model whose ``config.model_type`` has no :class:`Family` entry."""
+
+
+class UnknownSiteError(ValueError):
+    """Raised for a site name that :data:`SITES` does not define."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """An activation: the ``position`` (input or output) of the module at ``module`` (``{}``: the layer).
+
+    ``width`` lists config attributes, the first one set giving the activation's last dimension
+    (``"attr*k"`` multiplies it by ``k``). A layered site names one module once bound by :meth:`at`.
+    """
+
+    name: str
+    module: str
+    position: Position
+    width: tuple[str, ...]
+    layer: int | None = None
+
+    def at(self, layer: int) -> Site:
+        """This site at block ``layer``."""
+        if "{}" not in self.module:
+            raise ValueError(f"site {self.name} ({self.module}) has no layer")
+        return replace(self, layer=int(layer))
+
+    @property
+    def path(self) -> str:
+        """The module path of this (bound) site."""
+        if "{}" not in self.module:
+            return self.module
+        if self.layer is None:
+            raise ValueError(f"site {self.name} ({self.module}) needs a layer: use site.at(layer)")
+        return self.module.format(self.layer)
+
+    def width_of(self, config: Any) -> int:
+        """The activation's last dimension for a model with this ``config``."""
+        for spec in self.width:
+            attr, _, factor = spec.partition("*")
+            value = getattr(config, attr, None)
+            if value is not None:
+                return int(value) * int(factor or 1)
+        raise ValueError(f"the model config sets none of {', '.join(self.width)} (the width of site {self})")
+
+    def __str__(self) -> str:
+        where = self.name if self.layer is None else f"{self.name}[{self.layer}]"
+        module = self.module if "{}" in self.module and self.layer is None else self.path
+        return f"{where} ({self.position} of {module})"
+
+
+# Every site, as (the Family field holding its module path, input or output, the Family field holding its width).
+SITES: dict[str, tuple[str, Position, str]] = {
+    "embed_output": ("embed", "output", "hidden_width"),  # token embeddings (before any position embedding)
+    "block_input": ("block", "input", "hidden_width"),  # the residual stream entering block l
+    "block_output": ("block", "output", "hidden_width"),  # the residual stream leaving block l
+    "attn_output": ("attn", "output", "hidden_width"),
+    "mlp_output": ("mlp", "output", "hidden_width"),
+    "mlp_down_input": ("mlp_down", "input", "mlp_width"),  # the MLP key k of ROME and MEMIT
+    "mlp_down_output": ("mlp_down", "output", "hidden_width"),  # the MLP value v
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +99,8 @@ class Family:
     final_norm: str
     unembed: str
     n_layers_attr: str
+    hidden_width: tuple[str, ...] = ("hidden_size",)
+    mlp_width: tuple[str, ...] = ("intermediate_size",)
     down_proj_is_conv1d: bool = False  # GPT-2's Conv1D stores the weight as [in, out]
 
     def module(self, model: nn.Module, path: str, layer: int | None = None) -> nn.Module:
@@ -44,24 +114,16 @@ class Family:
     def n_layers(self, model: nn.Module) -> int:
         return int(getattr(model.config, self.n_layers_attr))
 
-    def block_name(self, layer: int) -> str:
-        return self.block.format(layer)
-
-    def mlp_name(self, layer: int) -> str:
-        return self.mlp.format(layer)
-
-    def attn_name(self, layer: int) -> str:
-        return self.attn.format(layer)
-
     def down_name(self, layer: int) -> str:
         return self.mlp_down.format(layer)
 
-    def site_name(self, kind: str, layer: int) -> str:
-        """Module whose output is the ``kind`` state at ``layer``: mlp, attn or block (residual)."""
-        paths = {"mlp": self.mlp, "attn": self.attn, "block": self.block}
-        if kind not in paths:
-            raise ValueError(f"unknown site kind {kind!r}; use one of {sorted(paths)}")
-        return paths[kind].format(layer)
+    def site(self, name: str, layer: int | None = None) -> Site:
+        """The site ``name`` of :data:`SITES` in this family (at ``layer`` when given)."""
+        if name not in SITES:
+            raise UnknownSiteError(f"unknown site {name!r}; use one of {', '.join(SITES)}")
+        path_field, position, width_field = SITES[name]
+        site = Site(name, getattr(self, path_field), position, getattr(self, width_field))
+        return site if layer is None else site.at(layer)
 
     def down_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
         """The down-projection weight as a [d_model, d_mlp] view (output x input)."""
@@ -98,6 +160,7 @@ FAMILIES: dict[str, Family] = {
             final_norm="transformer.ln_f",
             unembed="lm_head",
             n_layers_attr="n_layer",
+            mlp_width=("n_inner", "n_embd*4"),
             down_proj_is_conv1d=True,
         ),
         Family(
@@ -111,6 +174,7 @@ FAMILIES: dict[str, Family] = {
             final_norm="transformer.ln_f",
             unembed="lm_head",
             n_layers_attr="n_layer",
+            mlp_width=("n_inner", "n_embd*4"),
         ),
         Family(
             name="gpt_neox",

@@ -2,71 +2,33 @@
 does not depend on the edit).
 
 ROME's v*, MEMIT's z and constrained fine-tuning optimise something at layer ℓ or above, so every step's
-forward repeats blocks 0..ℓ-1 on the same tokens with the same result. :class:`UpperForward` runs them
-once, keeps the residual stream entering block ℓ, and on each call runs only blocks ℓ.. (the model's
-block list is swapped for its tail and the cached states enter as ``inputs_embeds``).
+forward repeats blocks 0..ℓ-1 on the same tokens with the same result. :class:`UpperForward` runs the
+model once, recording the residual stream entering block ℓ and the arguments the model passes to each
+block ℓ.. (:func:`~locedit.models.interventions.recording_calls`); each call then runs only those blocks,
+called directly with their recorded arguments, and the final norm.
 
-Exact up to float rounding. It falls back to the full forward where the shortcut would not be exact:
-families that add an absolute position embedding to ``inputs_embeds`` (GPT-2), models whose layers do
-not all share one attention type (their masks are looked up by layer index), and forwards with an input
-hook that changes every call (Fact Forcing noise: ``skip=False``).
+Exact: the upper blocks see the same inputs and arguments as in the full forward, whatever the family
+adds before the first block (absolute positions) or passes per layer (attention types). A forward with
+an input edit that changes every call (Fact Forcing noise) must not skip: ``skip=False``.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from locedit.models.families import family_for
-from locedit.models.hooks import StopForward, run_until_stopped
-
-ABSOLUTE_POSITION_FAMILIES = frozenset({"gpt2"})
-
-
-def can_skip_lower_blocks(model: nn.Module) -> bool:
-    """Whether :class:`UpperForward` can start this model at an inner block exactly."""
-    if family_for(model).name in ABSOLUTE_POSITION_FAMILIES:
-        return False
-    layer_types = getattr(model.config, "layer_types", None)
-    return not layer_types or len(set(layer_types)) == 1
-
-
-def _block_list(model: nn.Module) -> tuple[nn.Module, str]:
-    """(parent module, attribute name) of the model's list of blocks."""
-    parent, _, attr = family_for(model).block.removesuffix(".{}").rpartition(".")
-    return model.get_submodule(parent), attr
-
-
-@contextmanager
-def blocks_from(model: nn.Module, start: int) -> Iterator[None]:
-    """Inside the block the model has only blocks ``start``.. (the originals come back on exit)."""
-    parent, attr = _block_list(model)
-    blocks = getattr(parent, attr)
-    setattr(parent, attr, nn.ModuleList(list(blocks)[start:]))
-    try:
-        yield
-    finally:
-        setattr(parent, attr, blocks)
+from locedit.models.interventions import ModuleCall, module_at, recording_calls
 
 
 @torch.no_grad()
-def residual_entering(model: nn.Module, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The residual stream entering block ``layer`` (its hidden-state input); the forward stops there."""
-    store: dict[str, torch.Tensor] = {}
-
-    def grab(module, args, kwargs):
-        store["h"] = args[0] if args else kwargs["hidden_states"]
-        raise StopForward
-
-    handle = model.get_submodule(family_for(model).block_name(layer)).register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        run_until_stopped(model.base_model, input_ids=ids, attention_mask=mask, use_cache=False)
-    finally:
-        handle.remove()
-    return store["h"].detach().clone()
+def upper_block_calls(model: nn.Module, start: int, ids: torch.Tensor, mask: torch.Tensor) -> list[ModuleCall]:
+    """The calls of blocks ``start``.. in one forward of the batch; the first one's hidden state is the
+    residual stream entering block ``start``."""
+    fam = family_for(model)
+    with recording_calls(model, [fam.site("block_input", layer) for layer in range(start, fam.n_layers(model))]) as calls:
+        model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+    return calls  # type: ignore[return-value]
 
 
 class UpperForward:
@@ -74,20 +36,25 @@ class UpperForward:
 
     def __init__(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int, skip: bool = True):
         self.model, self.ids, self.mask, self.start = model, ids, mask, start
-        self.residual = (residual_entering(model, start, ids, mask)
-                         if skip and start > 0 and can_skip_lower_blocks(model) else None)
+        self.calls = upper_block_calls(model, start, ids, mask) if skip and start > 0 else None
+        if self.calls is not None:
+            fam = family_for(model)
+            self.residual = self.calls[0].hidden.detach().clone()
+            self.blocks = [module_at(model, fam.site("block_input", layer)) for layer in range(start, fam.n_layers(model))]
+            self.final_norm = fam.module(model, fam.final_norm)
 
     @property
     def skips(self) -> bool:
-        return self.residual is not None
+        return self.calls is not None
 
     def hidden(self) -> torch.Tensor:
         """The last hidden state (after the final norm), [rows, tokens, d_model]."""
-        base = self.model.base_model
-        if self.residual is None:
-            return base(input_ids=self.ids, attention_mask=self.mask, use_cache=False).last_hidden_state
-        with blocks_from(self.model, self.start):
-            return base(inputs_embeds=self.residual, attention_mask=self.mask, use_cache=False).last_hidden_state
+        if self.calls is None:
+            return self.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False).last_hidden_state
+        hidden = self.residual
+        for block, call in zip(self.blocks, self.calls):
+            hidden = call.replay(block, hidden)
+        return self.final_norm(hidden)
 
     def logits_at(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """float32 logits at (rows, positions) only: the final hidden states there through the unembedding."""

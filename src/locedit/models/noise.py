@@ -1,6 +1,6 @@
-"""Gaussian noise on subject token embeddings, for Fact Forcing edits and evaluation (SPEC §3.8, §5.4).
+"""Gaussian noise on subject token embeddings, for causal tracing, Fact Forcing edits and evaluation (SPEC §3.8, §5.4).
 
-One :class:`SubjectNoise` is installed on the token-embedding module. Each forward pass with more than
+One :class:`SubjectNoise` is an edit of the ``embed_output`` site (:mod:`locedit.models.interventions`). Each forward pass with more than
 one position gets ``sigma * eps`` added at each row's subject span, ``eps`` drawn in float64 from the
 object's own seeded stream (a fresh draw per forward, so optimisation steps see new noise). Length-1
 forwards (incremental decoding) are left alone.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from locedit.models.families import family_for
-from locedit.models.hooks import hooked
+from locedit.models.interventions import active_edits, intervene
 
 Span = tuple[int, int]
 
@@ -51,7 +51,8 @@ class SubjectNoise:
             return list(self.spans)
         return [self.default_span] * rows
 
-    def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    def __call__(self, output: torch.Tensor) -> torch.Tensor | None:
+        """The embedding output with this forward's noise added at the spans (``None``: left alone)."""
         rows, length, dim = output.shape
         if length == 1 or self.sigma == 0:
             return None
@@ -77,11 +78,10 @@ def noised_subject(model: nn.Module, noise: SubjectNoise | None) -> Iterator[Sub
     if noise is None:
         yield None
         return
-    with hooked(model, outputs={family_for(model).embed: noise}):
+    with intervene(model, {family_for(model).site("embed_output"): noise}):
         yield noise
 
 
 def noise_installed(model: nn.Module) -> bool:
-    """Whether a :class:`SubjectNoise` hook is on the token embeddings (statistics and templates refuse to run then)."""
-    embed = model.get_submodule(family_for(model).embed)
-    return any(isinstance(h, SubjectNoise) for h in embed._forward_hooks.values())
+    """Whether a :class:`SubjectNoise` is installed on ``model`` (statistics and templates refuse to run then)."""
+    return any(isinstance(entry.edit, SubjectNoise) for entry in active_edits(model))
