@@ -207,7 +207,7 @@ def test_download_fails_fast_with_local_hint(tmp_path, monkeypatch):
         dl.download("nowhere", timeout=2)
     assert time.perf_counter() - start < 10
     assert "\n" not in str(err.value) and "https://locedit.invalid/x.json" in str(err.value)
-    assert list(tmp_path.rglob("*.json")) == [] and list(tmp_path.rglob("*.partial")) == []
+    assert list(tmp_path.rglob("*.json")) == [] and list(tmp_path.rglob(".*")) == []  # no temp file left
     with pytest.raises(DataError, match="unknown dataset 'cf'"):
         dl.download("cf")
 

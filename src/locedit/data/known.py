@@ -25,6 +25,7 @@ from locedit.data.filters import (
     erasure_filter,
 )
 from locedit.data.validation import DataError, read_json
+from locedit.files import write_atomic
 from locedit.models.tokens import encode
 
 SMOLLM2_KNOWN = "smollm2_known_counterfact.json"
@@ -116,7 +117,7 @@ def save_known_ids(path: Path, model_name: str, rows: Sequence[Knowledge], mode:
     payload = {"model": model_name, "filter": f"correctness-{mode}-greedy{MAX_NEW_TOKENS}",
                "n_candidates": len(rows), "case_ids": sorted(k.case_id for k in rows if k.known(mode)),
                "erasure_case_ids": sorted(k.case_id for k in rows if k.known(mode) and k.passes_erasure)}
-    path.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(payload) + "\n")
     return payload
 
 

@@ -8,13 +8,14 @@ articles) and taken until exactly ``n_tokens`` tokens are seen.
 
 Results are cached on disk per (model fingerprint, corpus content hash, token count, truncation,
 layer) under ``cache_dir("stats")``, with the float32 inverse (ROME) and float64 inverse (MEMIT's
-Sherman–Morrison update) cached beside them. Statistics are never computed under a Fact Forcing noise
+Sherman–Morrison update) cached beside them; the files carry a checksum, and a damaged one is reported
+and recomputed. Statistics are never computed under a Fact Forcing noise
 hook (SPEC §9.2.12): that raises.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from locedit.edit.corpus import Corpus, resolve_corpus
 from locedit.edit.fingerprint import model_fingerprint
 from locedit.edit.noise import noise_installed
+from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.hooks import StopForward, hooked, run_until_stopped
 from locedit.models.scoring import pad_id_of, pad_right
@@ -133,9 +135,18 @@ def accumulate_second_moments(model: nn.Module, tok: PreTrainedTokenizerBase, la
 
 
 def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save ``obj`` into a checksummed cache file (atomically)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_checked(path, buffer.getvalue())
+
+
+def _load(path: Path) -> torch.Tensor | None:
+    """The cached tensor at ``path``; None when missing or when it failed its check (then it is rebuilt)."""
+    payload = read_checked(path)
+    if payload is None:
+        return None
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)["tensor"]
 
 
 class SecondMoments:
@@ -170,20 +181,21 @@ class SecondMoments:
         missing = [layer for layer in layers if layer not in self.cached_layers([layer])]
         if not missing:
             return
-        moments = accumulate_second_moments(self.model, self.tok, missing, self.corpus, self.info.n_tokens,
-                                            max_doc_tokens=self.info.max_doc_tokens, batch_tokens=self.batch_tokens,
-                                            progress=self.progress)
-        for layer, c in moments.items():
+        for layer, c in self._accumulate(missing).items():
             _save({"tensor": c.cpu(), "info": self.info.to_dict(), "layer": layer}, self.path(layer))
             self._memory[(layer, "moment")] = c
+
+    def _accumulate(self, layers: list[int]) -> dict[int, torch.Tensor]:
+        return accumulate_second_moments(self.model, self.tok, layers, self.corpus, self.info.n_tokens,
+                                         max_doc_tokens=self.info.max_doc_tokens, batch_tokens=self.batch_tokens,
+                                         progress=self.progress)
 
     def _get(self, layer: int, kind: str, make) -> torch.Tensor:
         key = (layer, kind)
         if key not in self._memory:
             path = self.path(layer, kind)
-            if path.exists():
-                tensor = torch.load(path, map_location="cpu", weights_only=True)["tensor"]
-            else:
+            tensor = _load(path)
+            if tensor is None:
                 tensor = make().cpu()
                 _save({"tensor": tensor, "info": self.info.to_dict(), "layer": layer}, path)
             self._memory[key] = tensor.to(self.model.device)
@@ -193,7 +205,7 @@ class SecondMoments:
         """C = E[k kᵀ] at ``layer`` (float32, [d_mlp, d_mlp], on the model's device)."""
         if (layer, "moment") not in self._memory and not self.path(layer).exists():
             self.prefetch([layer])
-        return self._get(layer, "moment", lambda: None)
+        return self._get(layer, "moment", lambda: self._accumulate([layer])[layer])
 
     def inverse(self, layer: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """C⁻¹ in float32 (ROME) or float64 (MEMIT), cached."""

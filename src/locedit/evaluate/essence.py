@@ -1,7 +1,7 @@
 """Essence score inputs (SPEC §5.5): sampled "{subject} is a" texts and their perplexity.
 
 The texts are sampled once per (model, subject) with a fixed seed from the unedited model and cached on
-disk under ``cache_dir("essence")``, so every layer, method and problem is scored on the same texts
+disk under ``cache_dir("essence")`` (checksummed: a damaged file is reported and re-sampled), so every layer, method and problem is scored on the same texts
 (the reference re-sampled them per run, SPEC §9.2.9).
 """
 
@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.edit.fingerprint import model_fingerprint
 from locedit.edit.noise import SubjectNoise, noised_subject
+from locedit.files import read_checked, write_checked
 from locedit.models.generation import sample_top_k
 from locedit.models.scoring import pad_id_of, token_log_probs_of_ids
 from locedit.models.tokens import SubjectNotFoundError, encode, subject_span
@@ -49,15 +49,14 @@ def essence_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subject:
     Call this with the unedited model, outside any noise hook.
     """
     path = _cache_file(model, subject, n, length, seed)
-    if use_cache and path.exists():
-        stored = json.loads(path.read_text())
+    cached = read_checked(path) if use_cache else None
+    if cached is not None:
+        stored = json.loads(cached)
         if stored.get("subject") == subject and len(stored.get("texts", [])) == n:
             return list(stored["texts"])
     texts = sample_top_k(model, tok, [essence_prompt(subject)] * n, length, k=TOP_K, seed=seed)
     if use_cache:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"subject": subject, "seed": seed, "length": length, "texts": texts}))
-        tmp.replace(path)  # atomic: concurrent writers leave one complete file
+        write_checked(path, json.dumps({"subject": subject, "seed": seed, "length": length, "texts": texts}).encode())
     return texts
 
 

@@ -3,7 +3,8 @@
 The reference hard-codes GPT-J 0.094 and GPT2-XL 0.1. Any other model gets ROME's rule: 3 x the
 standard deviation of all elements of the token-embedding rows of the subject tokens of every
 ``known_1000.json`` subject (each tokenized alone, no leading space). That value is computed once per
-model and cached as JSON under ``cache_dir("noise")``, keyed by a fingerprint of the embedding matrix.
+model and cached as checksummed JSON under ``cache_dir("noise")`` (a damaged file is reported and
+recomputed), keyed by a fingerprint of the embedding matrix.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.tokens import encode
 from locedit.paths import cache_dir, data_dir
@@ -77,12 +79,11 @@ def noise_level(model: PreTrainedModel, tok: PreTrainedTokenizerBase, override: 
     if fixed is not None:
         return fixed
     path = cache_dir("noise") / f"{_fingerprint(model, tok)}.json"
-    if path.exists():
-        return float(json.loads(path.read_text())["sigma"])
+    cached = read_checked(path)
+    if cached is not None:
+        return float(json.loads(cached)["sigma"])
     subjects = _known_subjects()
     sigma = sigma_from_subjects(model, tok, subjects)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"sigma": sigma, "rule": "3 x std of known_1000 subject-token embeddings",
-                               "n_subjects": len(subjects), "model": str(model.config._name_or_path)}))
-    tmp.replace(path)
+    write_checked(path, json.dumps({"sigma": sigma, "rule": "3 x std of known_1000 subject-token embeddings",
+                                    "n_subjects": len(subjects), "model": str(model.config._name_or_path)}).encode())
     return sigma
