@@ -218,7 +218,7 @@ def test_download_counterfact_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCEDIT_CACHE_DIR", str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(dl.DownloadError, match="cannot download counterfact .*LOCEDIT_DATA_DIR"):
-        dl.download_counterfact(timeout=3)
+        dl.download("counterfact", timeout=3)
     assert time.perf_counter() - start < 10
 
 

@@ -83,12 +83,3 @@ def download(name: str, *, force: bool = False, timeout: float = 5.0) -> Path:
         raise DownloadError(f"cannot download {name} from {remote.url} ({reason}); {OFFLINE_HINT}") from None
     return target
 
-
-def download_counterfact(*, force: bool = False, timeout: float = 5.0) -> Path:
-    """ROME's ``counterfact.json`` (21,919 records) in the cache; load it with ``load_counterfact_rome``."""
-    return download("counterfact", force=force, timeout=timeout)
-
-
-def download_zsre(*, force: bool = False, timeout: float = 5.0) -> Path:
-    """ROME's ``zsre_mem.json`` (MEND format) in the cache; load it with ``load_zsre_mend``."""
-    return download("zsre", force=force, timeout=timeout)

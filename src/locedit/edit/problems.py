@@ -285,8 +285,3 @@ def get_problem(name: str | Problem) -> Problem:
     if key not in PROBLEMS:
         raise ValueError(f"unknown editing problem {name!r}; use one of {', '.join(PROBLEMS)}")
     return PROBLEMS[key]
-
-
-def baseline_rows_for(method: str) -> int:
-    """Noised copies the Fact Forcing baseline averages: FT runs 10 copies, ROME/MEMIT one (SPEC §1.3)."""
-    return 10 if method.startswith("ft") else 1

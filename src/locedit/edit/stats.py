@@ -236,8 +236,3 @@ def second_moments(model: nn.Module, tok: PreTrainedTokenizerBase, layers: Seque
     store.progress = progress
     store.prefetch(layers)
     return {layer: store.moment(layer) for layer in _check_layers(model, layers)}
-
-
-def second_moment(model: nn.Module, tok: PreTrainedTokenizerBase, layer: int, **kw) -> torch.Tensor:
-    """C at one layer (see :func:`second_moments`)."""
-    return second_moments(model, tok, [layer], **kw)[layer]

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from locedit.paths import data_dir
 
 TINY_PREFIX = "tiny:"
-DATA_KEYWORDS = ("demo", "counterfact")
 COUNTERFACT_FILES = ("counterfact_mend_edit.json", "counterfact_mend_train.json", "counterfact_mend_val.json")
 
 

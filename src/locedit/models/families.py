@@ -50,9 +50,6 @@ class Family:
     def mlp_name(self, layer: int) -> str:
         return self.mlp.format(layer)
 
-    def attn_name(self, layer: int) -> str:
-        return self.attn.format(layer)
-
     def down_name(self, layer: int) -> str:
         return self.mlp_down.format(layer)
 
