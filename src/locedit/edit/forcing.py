@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.edit.request import EditRequest
-from locedit.models.tokens import SubjectNotFoundError, subject_span
+from locedit.models.tokens import subject_span, subject_spans
 
 
 class EditNoise:
@@ -38,13 +38,7 @@ class EditNoise:
         """Declare the prompt text of each row of the next forward (used by ``fixed`` mode)."""
         if self.noise is None or self.request.noise_mode == "compat":
             return
-        spans = []
-        for p in prompts:
-            try:
-                spans.append(subject_span(self.tok, p, self.request.subject))
-            except SubjectNotFoundError:
-                spans.append(None)
-        self.noise.spans = spans
+        self.noise.spans = subject_spans(self.tok, prompts, self.request.subject)
 
 
 @contextmanager

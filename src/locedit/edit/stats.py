@@ -33,7 +33,7 @@ from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.hooks import StopForward, hooked, run_until_stopped
 from locedit.models.scoring import pad_id_of, pad_right
-from locedit.models.tokens import encode
+from locedit.models.tokens import context_length, encode
 from locedit.paths import cache_dir
 
 DEFAULT_N_TOKENS = 20_000
@@ -58,14 +58,6 @@ class StatsInfo:
 
 class StatsUnderNoiseError(RuntimeError):
     """Statistics were requested while a Fact Forcing noise hook is installed."""
-
-
-def context_length(model: nn.Module) -> int:
-    cfg = model.config
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        if getattr(cfg, attr, None):
-            return int(getattr(cfg, attr))
-    return 2048
 
 
 def _check_layers(model: nn.Module, layers: Iterable[int]) -> list[int]:
@@ -165,7 +157,7 @@ class SecondMoments:
         self.batch_tokens, self.progress = batch_tokens, progress
         self.info = StatsInfo(model=model_fingerprint(model), corpus=self.corpus.description,
                               corpus_id=self.corpus.identity, n_tokens=int(n_tokens),
-                              max_doc_tokens=int(max_doc_tokens or min(context_length(model), MAX_DOC_TOKENS)))
+                              max_doc_tokens=int(max_doc_tokens or min(context_length(model) or MAX_DOC_TOKENS, MAX_DOC_TOKENS)))
         self._memory: dict[tuple[int, str], torch.Tensor] = {}
 
     def path(self, layer: int, kind: str = "moment") -> Path:

@@ -22,7 +22,7 @@ from locedit.edit.noise import SubjectNoise, noised_subject
 from locedit.files import read_checked, write_checked
 from locedit.models.generation import sample_top_k
 from locedit.models.scoring import pad_id_of, token_log_probs_of_ids
-from locedit.models.tokens import SubjectNotFoundError, encode, subject_span
+from locedit.models.tokens import encode, subject_spans
 from locedit.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,9 @@ def perplexities(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Se
     if subject is None:
         raise ValueError("noised perplexity needs the subject whose tokens to noise")
     out = []
-    for text, i in zip(texts, ids):
-        try:
-            span = subject_span(tok, text, subject)
-        except SubjectNotFoundError:
+    for i, span in zip(ids, subject_spans(tok, texts, subject)):
+        if span is None:
             log.warning("subject %r not found in essence text; its perplexity is computed without noise", subject)
-            span = None
         noise = SubjectNoise(noise_sigma, seed=1, default_span=span) if span else None
         with noised_subject(model, noise):
             lp = token_log_probs_of_ids(model, [i[:1]], [i[1:]], pad_id_of(tok))[0]

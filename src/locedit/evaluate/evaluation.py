@@ -22,7 +22,7 @@ from locedit.edit.problems import PreparedEdit
 from locedit.evaluate import metrics
 from locedit.evaluate.essence import essence_perplexity
 from locedit.models.scoring import target_log_probs
-from locedit.models.tokens import Spacing, SubjectNotFoundError, subject_span
+from locedit.models.tokens import Spacing, subject_spans
 
 GROUPS = ("rewrite", "paraphrase", "neighborhood", "attribute")
 
@@ -48,16 +48,6 @@ class Evaluation:
         return [math.exp(v) for v in self.logp_new[group]]
 
 
-def _row_spans(tok: PreTrainedTokenizerBase, prefixes: Sequence[str], subject: str) -> list[tuple[int, int] | None]:
-    spans: list[tuple[int, int] | None] = []
-    for p in prefixes:
-        try:
-            spans.append(subject_span(tok, p, subject))
-        except SubjectNotFoundError:
-            spans.append(None)  # e.g. neighborhood prompts: a different subject, left clean (§5.4)
-    return spans
-
-
 def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepared: PreparedEdit, *,
                    essence_texts: Sequence[str] | None = None, spacing: Spacing = "fixed") -> Evaluation:
     """Score the current model state for ``prepared`` (one forward for all prompts, plus essence texts)."""
@@ -68,7 +58,7 @@ def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepare
     noise = None
     if prepared.eval_sigma is not None:
         noise = SubjectNoise(prepared.eval_sigma, seed=1)  # fresh stream per call: paired pre/post noise
-        noise.spans = _row_spans(tok, prefixes, prepared.fact.subject)
+        noise.spans = subject_spans(tok, prefixes, prepared.fact.subject)  # neighborhood prompts stay clean (§5.4)
     with noised_subject(model, noise):
         logps = target_log_probs(model, tok, prefixes, targets, spacing=spacing, batch_size=max(1, len(prefixes)))
     values = logps.tolist()

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
+from locedit.models.presets import preset_noise_sigma
 from locedit.models.tokens import encode
 from locedit.paths import cache_dir, data_dir
 
@@ -30,12 +31,7 @@ class NoiseLevelError(RuntimeError):
 
 def table_sigma(model: PreTrainedModel) -> float | None:
     """The hard-coded reference sigma of this model (GPT-J 0.094, GPT2-XL 0.1), or None."""
-    fam = family_for(model)
-    if fam.name == "gptj":
-        return 0.094
-    if fam.name == "gpt2" and fam.n_layers(model) == 48:  # GPT2-XL
-        return 0.1
-    return None
+    return preset_noise_sigma(model)
 
 
 def sigma_from_subjects(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subjects: Sequence[str]) -> float:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from unidecode import unidecode
 
 Spacing = Literal["fixed", "compat"]
@@ -82,6 +82,28 @@ def subject_span(tok: PreTrainedTokenizerBase, prompt: str, subject: str) -> tup
     if span is None:
         raise SubjectNotFoundError(f"subject {subject!r} not found in prompt {prompt!r}; fix the record or skip it")
     return span
+
+
+def subject_spans(tok: PreTrainedTokenizerBase, prompts: Sequence[str], subject: str) -> list[tuple[int, int] | None]:
+    """:func:`subject_span` of ``subject`` in each prompt; None where it does not occur (e.g. a neighborhood
+    prompt, which names another subject)."""
+    spans: list[tuple[int, int] | None] = []
+    for prompt in prompts:
+        try:
+            spans.append(subject_span(tok, prompt, subject))
+        except SubjectNotFoundError:
+            spans.append(None)
+    return spans
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The longest sequence ``model`` accepts, from its config (max_position_embeddings, n_positions or
+    n_ctx), or None when the config names none."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def subject_last_index(tok: PreTrainedTokenizerBase, template: str, subject: str) -> int:
