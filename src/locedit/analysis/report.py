@@ -139,8 +139,8 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
         "ROME layer for Figs. 1 and 4": (f"{result.summary.get('rome_layer', 'not determined')}: the edited layer "
                                          "closest to the paper's ROME depth (GPT-J layer 5 of 28)."),
         "Compat switches": ", ".join(f"{k} = {v}" for k, v in switches.items()) or "none recorded in the config",
-        "Analysis": ("RMSE/MAE are in-sample (SPEC §6.2); a cluster-robust (by fact) Wald test is reported beside "
-                     "the paper's nested F-test because each fact appears once per layer."),
+        "Analysis": ("RMSE/MAE are in-sample (docs/algorithms.md#regressions); a cluster-robust (by fact) Wald test "
+                     "is reported beside the paper's nested F-test because each fact appears once per layer."),
     }
 
 

@@ -1,6 +1,6 @@
 """Which facts a model knows, computed once and kept: a resumable verdict cache and the known-ids file.
 
-Both filters are deterministic per (model, fact) (SPEC §1.2 item 5), so ``assess_facts`` appends each
+Both filters are deterministic per (model, fact) (docs/algorithms.md#selection), so ``assess_facts`` appends each
 finished batch to a JSON-lines cache and skips facts already there; an interrupted run resumes.
 ``save_known_ids`` writes the small file sweeps read to select known facts without recomputing.
 """

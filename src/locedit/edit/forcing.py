@@ -1,4 +1,4 @@
-"""Fact Forcing noise for the duration of one edit (SPEC §3.8).
+"""Fact Forcing noise for the duration of one edit (docs/algorithms.md#fact-forcing-noise).
 
 ``with edit_noise(model, tok, request) as noise:`` installs a :class:`SubjectNoise` seeded with
 ``request.noise_seed`` when ``request.noise_sigma`` is set (every forward inside draws fresh noise).

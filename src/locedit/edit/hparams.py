@@ -24,7 +24,8 @@ EarlyStop = Literal["compat", "rome_original"]
 
 @dataclass(frozen=True)
 class RomeHparams:
-    """ROME (SPEC §3.4). ``early_stop``: compat = never (reference bug), rome_original = stop at loss < 0.05."""
+    """ROME (docs/algorithms.md#rome). ``early_stop``: compat = never (reference bug), rome_original = stop at loss <
+    0.05."""
 
     v_num_grad_steps: int = 20
     v_lr: float = 0.5
@@ -40,7 +41,8 @@ class RomeHparams:
 
 @dataclass(frozen=True)
 class MemitHparams:
-    """MEMIT for one fact over a window (SPEC §3.5). ``solver``: sherman_morrison (fast) or compat (direct solve)."""
+    """MEMIT for one fact over a window (docs/algorithms.md#memit). ``solver``: sherman_morrison (fast) or compat
+    (direct solve)."""
 
     window: int = 5
     v_num_grad_steps: int = 25
@@ -58,7 +60,8 @@ class MemitHparams:
 
 @dataclass(frozen=True)
 class FtHparams:
-    """Constrained fine-tuning of the down projection(s) (SPEC §3.6); ``norm_constraint`` is an L-inf bound."""
+    """Constrained fine-tuning of the down projection(s) (docs/algorithms.md#constrained-fine-tuning);
+    ``norm_constraint`` is an L-inf bound."""
 
     window: int = 1
     lr: float = 5e-4

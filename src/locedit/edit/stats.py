@@ -1,4 +1,4 @@
-"""Second moments of MLP keys, C = E[k kᵀ], for ROME and MEMIT (SPEC §3.2, §8.4.3).
+"""Second moments of MLP keys, C = E[k kᵀ], for ROME and MEMIT (docs/algorithms.md#key-statistics, #caches).
 
 k is the input to the MLP down projection at every non-padding token of a text corpus. All requested
 layers are accumulated in ONE pass over the corpus, each forward stopping right before the down
@@ -10,7 +10,7 @@ Results are cached on disk per (model fingerprint, corpus content hash, token co
 layer) under ``cache_dir("stats")``, with the float32 inverse (ROME) and float64 inverse (MEMIT's
 Sherman–Morrison update) cached beside them; the files carry a checksum, and a damaged one is reported
 and recomputed. Statistics are never computed under a Fact Forcing noise
-hook (SPEC §9.2.12): that raises.
+hook (docs/algorithms.md#key-statistics): that raises.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Context templates that ROME and MEMIT average keys and losses over (SPEC §3.1).
+"""Context templates that ROME and MEMIT average keys and losses over (docs/algorithms.md#context-templates).
 
 * ROME: ``["{}"]`` + 10 samples of 5 tokens + 10 samples of 10 tokens, each followed by ". {}" (21).
 * MEMIT: group 0 ``["{}"]``, group 1 one 10-token sample for each of "The", "Therefore", "Because",

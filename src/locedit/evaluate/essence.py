@@ -1,8 +1,8 @@
-"""Essence score inputs (SPEC §5.5): sampled "{subject} is a" texts and their perplexity.
+"""Essence score inputs (docs/algorithms.md#essence-score): sampled "{subject} is a" texts and their perplexity.
 
 The texts are sampled once per (model, subject) with a fixed seed from the unedited model and cached on
 disk under ``cache_dir("essence")`` (checksummed: a damaged file is reported and re-sampled), so every layer, method and problem is scored on the same texts
-(the reference re-sampled them per run, SPEC §9.2.9).
+(the reference re-sampled them per run, docs/algorithms.md#reference-deviations).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def _text_ids(tok: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[
 
 
 def _ppl(lp: torch.Tensor, n_tokens: int) -> float:
-    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)): divided by N, not N-1, as the reference does (§5.5)."""
+    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)): divided by N, not N-1, as the reference does
+    (docs/algorithms.md#essence-score)."""
     return math.exp(-float(lp.sum()) / n_tokens)
 
 
@@ -76,7 +77,7 @@ def _ppl(lp: torch.Tensor, n_tokens: int) -> float:
 def perplexities(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Sequence[str], *,
                  max_tokens: int = TEXT_TOKENS, noise_sigma: float | None = None,
                  subject: str | None = None) -> list[float]:
-    """Perplexity of each text (SPEC §5.5), in one right-padded batch.
+    """Perplexity of each text (docs/algorithms.md#essence-score), in one right-padded batch.
 
     With ``noise_sigma`` (Fact Forcing) the subject is noised inside each text: the span is found per text
     and each text gets a fresh noise stream seeded 1, so it runs one forward per text. A text whose subject

@@ -1,4 +1,5 @@
-"""Causal tracing (SPEC §2) and representation zeroing (§2.8): thin configurations of the patch engine.
+"""Causal tracing (docs/algorithms.md#causal-tracing) and representation zeroing
+(docs/algorithms.md#representation-zeroing): thin configurations of the patch engine.
 
 ``trace``: corrupt the subject embeddings with seeded Gaussian noise (the same draws for every cell of
 the fact), restore clean site outputs over windows, measure p(target). ``zero``: no corruption, set
@@ -82,7 +83,7 @@ def zero(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact_or_prompt: F
          target: str | None = None, *, windows: Sequence[int] = (5,), kind: str = "mlp", engine: Engine = "fast",
          max_rows: int = DEFAULT_MAX_ROWS) -> ZeroingResult:
     """Representation zeroing of one fact: p(target) with the ``kind`` output at one token set to 0 over a window,
-    for every prompt token x centre layer (SPEC §2.8)."""
+    for every prompt token x centre layer (docs/algorithms.md#representation-zeroing)."""
     _check_kinds([kind])
     check_windows(model, windows)
     f = prepare(model, tok, fact_or_prompt, subject, target)

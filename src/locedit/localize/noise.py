@@ -1,4 +1,5 @@
-"""The tracing noise level sigma (SPEC §2.3): a per-model table, else 3 x std of subject-token embeddings.
+"""The tracing noise level sigma (docs/algorithms.md#noise-level): a per-model table, else 3 x std of subject-token
+embeddings.
 
 The reference hard-codes GPT-J 0.094 and GPT2-XL 0.1. Any other model gets ROME's rule: 3 x the
 standard deviation of all elements of the token-embedding rows of the subject tokens of every

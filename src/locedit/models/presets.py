@@ -5,7 +5,8 @@ the reference code hard-codes the tracing and editing noise level (GPT-J 0.094, 
 hyperparameter table per editing method. Any other model uses the noise rule of docs/algorithms.md#noise-level
 and the ``default`` hyperparameter table below.
 
-Hyperparameters: values for GPT-J and GPT2-XL are the paper's (SPEC §4.2-4.3), including the per-problem overrides
+Hyperparameters: values for GPT-J and GPT2-XL are the paper's (docs/algorithms.md#presets), including the per-problem
+overrides
 (ROME EI kl 1.0, ROME FF 25 steps and v_lr 0.05 [code-only], MEMIT EI kl 0.9, FT eps per problem and
 per FT-1/FT-5, FT FF 50 steps with 10 noised copies).
 
@@ -62,8 +63,9 @@ _FT1_GPTJ = {"error-injection": {"norm_constraint": 1e-4}, "tracing-reversal": {
 _FT5_GPTJ = {"error-injection": {"norm_constraint": 2e-5}, "tracing-reversal": {"norm_constraint": 2e-5},
              "fact-erasure": {"norm_constraint": 1e-5}, "fact-amplification": {"norm_constraint": 1e-5},
              "fact-forcing": {"norm_constraint": 1e-4, "num_steps": 50, "n_copies": 10}}
+# ROME's Fact Forcing v_lr 0.05 is only in the reference code, not in the paper (docs/algorithms.md#presets)
 _ROME_PROBLEMS = {"error-injection": {"kl_factor": 1.0},
-                  "fact-forcing": {"v_num_grad_steps": 25, "v_lr": 0.05}}  # v_lr 0.05: code only (SPEC §10.10)
+                  "fact-forcing": {"v_num_grad_steps": 25, "v_lr": 0.05}}
 
 HPARAM_TABLES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     GPTJ: {

@@ -1,4 +1,5 @@
-"""Tokenization rules of SPEC §2.2, §3.3, §5.1 and §9.3: subject spans, subject-last index, targets."""
+"""Tokenization rules of docs/algorithms.md#subject-span, #subject-last-index, #target-probability, #tokenization:
+subject spans, subject-last index, targets."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def _ascii_offsets(tok: PreTrainedTokenizerBase, ids: list[int]) -> tuple[str, l
 
 
 def subject_span(tok: PreTrainedTokenizerBase, prompt: str, subject: str) -> tuple[int, int]:
-    """Half-open token span [s0, s1) of the first occurrence of ``subject`` in ``prompt`` (SPEC §2.2)."""
+    """Half-open token span [s0, s1) of the first occurrence of ``subject`` in ``prompt``
+    (docs/algorithms.md#subject-span)."""
     ids = encode(tok, prompt)
     span = _span_in(tok, ids, subject, ascii_mode=False) or _span_in(tok, ids, subject, ascii_mode=True)
     if span is None:
@@ -107,7 +109,7 @@ def context_length(model: PreTrainedModel) -> int | None:
 
 
 def subject_last_index(tok: PreTrainedTokenizerBase, template: str, subject: str) -> int:
-    """Index of the subject's last token in ``template.format(subject)`` (SPEC §3.3).
+    """Index of the subject's last token in ``template.format(subject)`` (docs/algorithms.md#subject-last-index).
 
     Falls back to the decode-and-concatenate span when the prefix does not end in a space.
     """
