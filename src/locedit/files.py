@@ -6,7 +6,7 @@
   temp file nor a partial target.
 * :func:`write_checked` / :func:`read_checked`: a cache file that carries its own size and SHA-256
   (a one-line header before the payload). A file that is truncated, corrupted or of an older format is
-  reported with a warning naming it, deleted, and read as missing, so the caller rebuilds it.
+  reported with a warning naming it and read as missing, so the caller rebuilds it.
 * :func:`checked_folder`: the same check for a cache folder (the dequantized model, the tokenizer): a
   record of every file's size and SHA-256, written last and checked on every use.
 """
@@ -107,16 +107,15 @@ def verify_checked(path: str | Path) -> bytes:
 def read_checked(path: str | Path) -> bytes | None:
     """The verified payload of a checked cache file, or None when it is missing or failed a check.
 
-    A failed file is logged (naming it) and deleted, so the caller rebuilds it; it is never returned.
+    A failed file is logged (naming it) and never returned; the caller rebuilds it and replaces it
+    atomically (it is not deleted here, so a reader cannot remove a good file another process just wrote).
     """
-    path = Path(path)
-    if not path.exists():
-        return None
     try:
         return verify_checked(path)
+    except FileNotFoundError:
+        return None
     except CacheCorruptError as err:
         log.warning("%s; rebuilding it", err)
-        path.unlink(missing_ok=True)
         return None
 
 
