@@ -14,7 +14,7 @@ from locedit.analysis.figures import FIGURES
 from locedit.analysis.labels import method_label, problem_label
 from locedit.analysis.report import SECTIONS, compat_switches, deviations
 from locedit.analysis.tables import score_table
-from locedit.analysis.synthetic import synthetic_frames, synthetic_manifest, write_run
+from synthetic import synthetic_frames, synthetic_manifest, write_run
 from locedit.cli.main import app
 
 SMALL = dict(seed=1, n_facts=24, n_layers=8, edit_layers=(0, 2, 5, 7))

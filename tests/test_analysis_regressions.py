@@ -10,7 +10,7 @@ from scipy import stats
 from locedit.analysis.regressions import (
     fit_condition, format_p, layer_correlations, p_phrase, per_edit_frame, regression_table,
 )
-from locedit.analysis.synthetic import synthetic_frames
+from synthetic import synthetic_frames
 
 
 @pytest.fixture(scope="module")

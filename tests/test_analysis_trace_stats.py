@@ -1,4 +1,5 @@
-"""Peak rule, average effect curve and concentrated subset on hand-built grids (SPEC §2.6, §6.4)."""
+"""Peak rule, average effect curve and concentrated subset on hand-built grids (docs/algorithms.md#tracing-effects,
+#concentrated-subset)."""
 
 from __future__ import annotations
 

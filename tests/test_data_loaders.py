@@ -207,7 +207,7 @@ def test_download_fails_fast_with_local_hint(tmp_path, monkeypatch):
         dl.download("nowhere", timeout=2)
     assert time.perf_counter() - start < 10
     assert "\n" not in str(err.value) and "https://locedit.invalid/x.json" in str(err.value)
-    assert list(tmp_path.rglob("*.json")) == [] and list(tmp_path.rglob("*.partial")) == []
+    assert list(tmp_path.rglob("*.json")) == [] and list(tmp_path.rglob(".*")) == []  # no temp file left
     with pytest.raises(DataError, match="unknown dataset 'cf'"):
         dl.download("cf")
 
@@ -218,7 +218,7 @@ def test_download_counterfact_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCEDIT_CACHE_DIR", str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(dl.DownloadError, match="cannot download counterfact .*LOCEDIT_DATA_DIR"):
-        dl.download_counterfact(timeout=3)
+        dl.download("counterfact", timeout=3)
     assert time.perf_counter() - start < 10
 
 

@@ -1,4 +1,4 @@
-"""Correctness and Fact Erasure filters (SPEC §1.2, §9.2 item 11)."""
+"""Correctness and Fact Erasure filters (docs/algorithms.md#selection, #reference-deviations)."""
 
 from __future__ import annotations
 

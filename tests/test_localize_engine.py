@@ -1,4 +1,5 @@
-"""The fast patch engine equals the one-forward-per-cell oracle on every family (SPEC §2, §8.4)."""
+"""The fast patch engine equals the one-forward-per-cell oracle on every family (docs/algorithms.md#causal-tracing,
+#caches)."""
 
 from __future__ import annotations
 

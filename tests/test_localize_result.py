@@ -1,4 +1,5 @@
-"""TraceResult / ZeroingResult: derived effects (SPEC §2.6, §2.8), table rows, file round trip, input errors."""
+"""TraceResult / ZeroingResult: derived effects (docs/algorithms.md#tracing-effects, #representation-zeroing), table
+rows, file round trip, input errors."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from locedit.evaluate import Evaluator, edit_scores, evaluate_state
 from locedit.evaluate import metrics as M
 from locedit.evaluate.essence import essence_texts, perplexities
 from locedit.evaluate.evaluation import Evaluation
+from locedit.files import verify_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.tokens import SubjectNotFoundError, encode, subject_span, target_ids
 
@@ -179,9 +180,9 @@ def test_essence_texts_are_cached_on_disk(tiny_llama, tmp_path, monkeypatch):
     files = list((tmp_path / "essence").rglob("*.json"))
     assert len(first) == 5 and len(files) == 1
     assert all(t.startswith("Danielle Darrieux is a") for t in first)
-    stored = json.loads(files[0].read_text())
+    stored = json.loads(verify_checked(files[0]))
     stored["texts"][0] = "Danielle Darrieux is a cached text"
-    files[0].write_text(json.dumps(stored))
+    write_checked(files[0], json.dumps(stored).encode())
     again = essence_texts(model, tok, "Danielle Darrieux", length=20)
     assert again[0] == "Danielle Darrieux is a cached text"  # read from disk, not re-sampled
     fresh = essence_texts(model, tok, "Danielle Darrieux", length=20, use_cache=False)

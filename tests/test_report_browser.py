@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from locedit.analysis.report import SECTIONS, write_report_frames
-from locedit.analysis.synthetic import synthetic_frames, synthetic_manifest
+from synthetic import synthetic_frames, synthetic_manifest
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""Layer windows with clipping at both ends (SPEC §2.4), shared by tracing, MEMIT and FT-5."""
+"""Layer windows with clipping at both ends (docs/algorithms.md#windows), shared by tracing, MEMIT and FT-5."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Analysis: regressions of edit success on edit layer and tracing effect, the paper's tables and
-figures, and the self-contained HTML report (SPEC §6–7)."""
+figures, and the self-contained HTML report (docs/algorithms.md#analysis)."""
 
 from locedit.analysis.pipeline import AnalysisResult, analyze, analyze_frames
 from locedit.analysis.regressions import fit_condition, layer_correlations, per_edit_frame, regression_table

@@ -121,7 +121,8 @@ def analyze_frames(
     frames: dict[str, pd.DataFrame], out_dir: Path, manifest: dict[str, Any] | None = None,
     window: int | None = None, kind: str = "mlp", figures: bool | tuple[str, ...] = True,
 ) -> AnalysisResult:
-    """Regressions (§6.2), correlations (§6.3), concentrated subset (§6.4), Tables 1–8, figures.
+    """Regressions (docs/algorithms.md#regressions), correlations (docs/algorithms.md#correlations), concentrated
+    subset (docs/algorithms.md#concentrated-subset), Tables 1–8, figures.
 
     ``window`` None picks 5 when traced, else the smallest traced window (see pick_window).
     ``figures`` False draws none; a tuple of keys of figures.FIGURES draws only those.

@@ -1,6 +1,7 @@
-"""The paper's published GPT-J (CounterFact) and zsRE numbers (SPEC §6.5), for side-by-side columns.
+"""The paper's published GPT-J (CounterFact) and zsRE numbers (docs/algorithms.md#reference-numbers), for side-by-side
+columns.
 
-Only the numbers the SPEC restates are here: Table 1, Table 2's ROME EI row, Table 3 (rewrite) and
+Only these published numbers are here: Table 1, Table 2's ROME EI row, Table 3 (rewrite) and
 Tables 7–8. Tables 4–6 (paraphrase, neighborhood, overall) have no reference column.
 """
 

@@ -1,4 +1,4 @@
-"""Does the tracing effect explain edit success beyond the edit layer? (SPEC §6.1–6.3)
+"""Does the tracing effect explain edit success beyond the edit layer? (docs/algorithms.md#regressions)
 
 Per (method, problem, outcome) three OLS fits on the same rows: ``Layer`` (y ~ C(layer)), ``Tracing``
 (y ~ effect) and ``Both`` (y ~ C(layer) * effect: a separate intercept and slope per layer). Their R²,
@@ -50,7 +50,8 @@ def per_edit_frame(
     frames: dict[str, pd.DataFrame], window: int = 5, kind: str = "mlp", effect: str = "te",
     correct_only: bool = True,
 ) -> pd.DataFrame:
-    """Edits joined with the per-layer trace of the same fact at the edit's central layer (SPEC §6.1).
+    """Edits joined with the per-layer trace of the same fact at the edit's central layer
+    (docs/algorithms.md#per-edit-table).
 
     Adds the trace columns (te, te_clean, te_last, abs_effect, abs_last, corruption_effect) and
     ``effect`` = the column named by ``effect``. Keeps central layers >= 0, facts with is_correct == 1
@@ -230,7 +231,8 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def layer_correlations(
     per_edit: pd.DataFrame, outcome: str = "rewrite_score", effect: str = "effect",
 ) -> pd.DataFrame:
-    """Pearson r (t-test p) of outcome vs effect within each (method, problem, central layer) (SPEC §6.3)."""
+    """Pearson r (t-test p) of outcome vs effect within each (method, problem, central layer)
+    (docs/algorithms.md#correlations)."""
     rows = []
     for method, problem in conditions(per_edit):
         sub = per_edit[(per_edit["method"] == method) & (per_edit["problem"] == problem)]

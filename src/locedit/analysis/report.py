@@ -99,17 +99,13 @@ def compat_switches(manifest: dict[str, Any] | None) -> dict[str, Any]:
 def statistics_corpus(manifest: dict[str, Any] | None) -> tuple[str, int | None]:
     """(corpus description, token count) of the second-moment statistics, as the runner records them.
 
-    Prefers the per-statistics entries (``stats.second_moments``: the corpus actually read and its token
-    count), then ``stats.corpus`` / ``stats.n_tokens``, then the config.
+    The manifest's ``stats.second_moments`` entries (the corpus actually read and its token count) when
+    statistics were computed, else its ``stats.corpus`` and ``stats.n_tokens`` (the configured ones).
     """
     stats = _get(manifest, "stats", default={}) or {}
-    moments = [m for m in stats.get("second_moments", []) or [] if isinstance(m, dict)]
-    corpus = "; ".join(sorted({str(m["corpus"]) for m in moments if m.get("corpus")})) or stats.get(
-        "corpus", _get(manifest, "config", "stats", "corpus", default="not recorded"))
-    counts = [m["n_tokens"] for m in moments if isinstance(m.get("n_tokens"), int)]
-    tokens = max(counts) if counts else next(
-        (stats[k] for k in ("n_tokens", "tokens", "token_count") if isinstance(stats.get(k), int)),
-        _get(manifest, "config", "stats", "n_tokens", default=None))
+    moments = stats.get("second_moments", [])
+    corpus = "; ".join(sorted({str(m["corpus"]) for m in moments})) or stats.get("corpus", "not recorded")
+    tokens = max(m["n_tokens"] for m in moments) if moments else stats.get("n_tokens")
     return str(corpus), tokens
 
 
@@ -143,8 +139,8 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
         "ROME layer for Figs. 1 and 4": (f"{result.summary.get('rome_layer', 'not determined')}: the edited layer "
                                          "closest to the paper's ROME depth (GPT-J layer 5 of 28)."),
         "Compat switches": ", ".join(f"{k} = {v}" for k, v in switches.items()) or "none recorded in the config",
-        "Analysis": ("RMSE/MAE are in-sample (SPEC §6.2); a cluster-robust (by fact) Wald test is reported beside "
-                     "the paper's nested F-test because each fact appears once per layer."),
+        "Analysis": ("RMSE/MAE are in-sample (docs/algorithms.md#regressions); a cluster-robust (by fact) Wald test "
+                     "is reported beside the paper's nested F-test because each fact appears once per layer."),
     }
 
 

@@ -1,8 +1,8 @@
 """The paper's Tables 1–8 in its layout, from the regression table, as CSV, Markdown and HTML.
 
 Each :class:`Table` keeps raw numbers (written to CSV) and renders them for reading (three decimals,
-p-values as the paper prints them, "<1e-4"). Where the SPEC restates the paper's GPT-J numbers for the
-same layout, they sit in columns labelled "paper (GPT-J)".
+p-values as the paper prints them, "<1e-4"). Where the paper's GPT-J numbers are known (analysis/reference.py)
+for the same layout, they sit in columns labelled "paper (GPT-J)".
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def error_table(reg: pd.DataFrame, key: str, title: str,
                          **{f"{name} {ref.PAPER}": float(v) for name, v in zip(("R2", "RMSE", "MAE"), paper)}})
     if not rows:
         return None
-    return Table(key, title, pd.DataFrame(rows), "RMSE and MAE from in-sample residuals (SPEC §6.2).")
+    return Table(key, title, pd.DataFrame(rows),
+                 "RMSE and MAE from in-sample residuals (docs/algorithms.md#regressions).")
 
 
 # the mean-score table's columns: every metric with a heading, in registration order
@@ -147,7 +148,8 @@ def score_table(edits: pd.DataFrame) -> Table | None:
                               else c.map(rank) if c.name == "method" else c)
     means = means.rename(columns=dict(SCORE_COLUMNS))
     return Table("scores", "Mean edit scores by method, problem and edit layer", means.reset_index(drop=True),
-                 "Means over facts; efficacy success is the original ROME metric p(new) > p(true) (SPEC §5.7).")
+                 "Means over facts; efficacy success is the original ROME metric p(new) > p(true) "
+                 "(docs/algorithms.md#original-rome-metrics).")
 
 
 def build_tables(reg: pd.DataFrame, reg_concentrated: pd.DataFrame | None = None, n_concentrated: int = 0,

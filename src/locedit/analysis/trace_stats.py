@@ -1,8 +1,8 @@
 """Summaries of the tracing grids: where effects peak, average effect curves, concentrated facts.
 
-Implements the R-analysis rules of SPEC §2.6 on the long ``trace_cells`` table (tokens s0..T-1;
+Implements the R-analysis rules of docs/algorithms.md#tracing-effects on the long ``trace_cells`` table (tokens s0..T-1;
 tokens before s0 are implied at p_noise, so their restore effect is 0 and they never count as a peak)
-and the concentrated-effects rule of §6.4 on ``trace_layers``.
+and the concentrated-effects rule of docs/algorithms.md#concentrated-subset on ``trace_layers``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def cell_effects(
 ) -> pd.DataFrame:
     """Trace cells of one (kind, window) with ``effect`` = p_restored − p_noise and ``fraction``.
 
-    fraction = max(0, effect / |p_noise − p_denominator|) (SPEC §2.6; ``p_high`` is the reference
+    fraction = max(0, effect / |p_noise − p_denominator|) (docs/algorithms.md#tracing-effects; ``p_high`` is the
+    reference
     code's denominator, ``p_clean`` the paper's). Points whose corruption effect is 0 get NaN.
     """
     if denominator not in ("p_high", "p_clean"):
@@ -35,7 +36,7 @@ def cell_effects(
 def peak_layers(points: pd.DataFrame, cells: pd.DataFrame, window: int, kind: str = "mlp") -> pd.DataFrame:
     """(case_id, token, layer) of every cell at its fact's maximum restore effect (Figs. 1, 11).
 
-    Ties keep every tied cell; cells whose effect is not positive are dropped (SPEC §2.6).
+    Ties keep every tied cell; cells whose effect is not positive are dropped (docs/algorithms.md#tracing-effects).
     """
     eff = cell_effects(points, cells, window, kind)
     if eff.empty:
@@ -61,7 +62,7 @@ def effect_curve(points: pd.DataFrame, cells: pd.DataFrame, window: int, kind: s
 def concentrated_cases(
     trace_layers: pd.DataFrame, window: int = 5, kind: str = "mlp", effect: str = "te",
 ) -> list[int]:
-    """Facts whose tracing effect is concentrated (SPEC §6.4).
+    """Facts whose tracing effect is concentrated (docs/algorithms.md#concentrated-subset).
 
     With M = max over layers of the per-layer effect (M > 0 required) and ℓ* its argmax, a fact is
     concentrated iff at most 3 other layers reach 0.5·M.

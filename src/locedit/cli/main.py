@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from locedit.cli import analysis_cmd, data_cmd, edit_cmd, models_cmd, run_cmd, stats_cmd, trace_cmd
 
 app = typer.Typer(
     name="locedit",
@@ -16,17 +16,8 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: per-stage speed and memory figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-# Each module defines register(app, bench_app). Missing modules are skipped while they are being built.
-_COMMAND_MODULES = ("models_cmd", "data_cmd", "trace_cmd", "edit_cmd", "run_cmd", "analysis_cmd", "stats_cmd")
-
-for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"locedit.cli.{_name}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"locedit.cli.{_name}":
-            raise
-        continue
-    _mod.register(app, bench_app)
+for _module in (models_cmd, data_cmd, trace_cmd, edit_cmd, run_cmd, analysis_cmd, stats_cmd):
+    _module.register(app, bench_app)
 
 
 if __name__ == "__main__":

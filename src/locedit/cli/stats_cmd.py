@@ -1,4 +1,5 @@
-"""``locedit stats``: compute (or show cached) MLP-key second moments for ROME/MEMIT (SPEC §3.2)."""
+"""``locedit stats``: compute (or show cached) MLP-key second moments for ROME/MEMIT
+(docs/algorithms.md#key-statistics)."""
 
 from __future__ import annotations
 

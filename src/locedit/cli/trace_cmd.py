@@ -106,7 +106,8 @@ def trace_command(
     seed: int = typer.Option(1, "--seed", help="Seed of the noise draws."),
     engine: str = typer.Option("fast", "--engine", help="fast (default) or oracle (one forward per cell)."),
     chunk: int = ChunkOpt,
-    zeroing: bool = typer.Option(False, "--zero", help="Also run representation zeroing (SPEC §2.8)."),
+    zeroing: bool = typer.Option(False, "--zero", help="Also run representation zeroing "
+                                 "(docs/algorithms.md#representation-zeroing)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Trace the facts of this file instead of --prompt."),
     limit: Optional[int] = typer.Option(None, "--limit", help="With --dataset: only the first N facts."),
     out: Path = typer.Option(Path("traces"), "--out", "-o", help="Output folder for results and heatmaps."),

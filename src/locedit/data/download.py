@@ -6,7 +6,6 @@ says how to point locedit at local data instead.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import urllib.error
@@ -16,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from locedit.data.validation import DataError, read_records
+from locedit.files import atomic_path
 from locedit.paths import cache_dir
 
 
@@ -71,26 +71,15 @@ def download(name: str, *, force: bool = False, timeout: float = 5.0) -> Path:
     if target.exists() and not force:
         return target
     url = urlparse(remote.url)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         _resolve(url.hostname or "", url.port or 443, timeout)
-        with urllib.request.urlopen(remote.url, timeout=timeout) as response, partial.open("wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        read_records(partial)
+        with atomic_path(target) as partial:
+            with urllib.request.urlopen(remote.url, timeout=timeout) as response, partial.open("wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+            read_records(partial)
     except (OSError, urllib.error.URLError, DataError) as err:
-        partial.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
         raise DownloadError(f"cannot download {name} from {remote.url} ({reason}); {OFFLINE_HINT}") from None
-    partial.replace(target)
     return target
 
-
-def download_counterfact(*, force: bool = False, timeout: float = 5.0) -> Path:
-    """ROME's ``counterfact.json`` (21,919 records) in the cache; load it with ``load_counterfact_rome``."""
-    return download("counterfact", force=force, timeout=timeout)
-
-
-def download_zsre(*, force: bool = False, timeout: float = 5.0) -> Path:
-    """ROME's ``zsre_mem.json`` (MEND format) in the cache; load it with ``load_zsre_mend``."""
-    return download("zsre", force=force, timeout=timeout)

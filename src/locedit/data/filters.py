@@ -1,9 +1,10 @@
-"""Which facts a model knows (SPEC §1.2): the greedy correctness filter and the Fact Erasure probability filter.
+"""Which facts a model knows (docs/algorithms.md#selection): the greedy correctness filter and the Fact Erasure
+probability filter.
 
 Correctness: greedy-decode 36 new tokens; the fact is known iff lower(o_true) is a character substring of
 the lower-cased continuation. ``compat`` builds the continuation as the reference does (decode prompt +
 continuation without pad/eos, delete the prompt string, strip), so a prompt that decoding does not
-reproduce stays in the text and a target named in the prompt counts as known (SPEC §9.2 item 11);
+reproduce stays in the text and a target named in the prompt counts as known (docs/algorithms.md#reference-deviations);
 ``fixed`` decodes only the generated ids. Both verdicts are always computed, so their disagreement is
 reported for free.
 """
@@ -63,7 +64,7 @@ class CorrectnessResult:
 
     @property
     def n_disagree(self) -> int:
-        """How many facts the compat and fixed rules judge differently (SPEC §9.2 item 11)."""
+        """How many facts the compat and fixed rules judge differently (docs/algorithms.md#reference-deviations)."""
         return sum(v.compat != v.fixed for v in self.verdicts)
 
     def count(self, mode: FilterMode) -> int:
@@ -148,7 +149,7 @@ def erasure_filter(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> list[ErasureVerdict]:
-    """Fact Erasure filter (SPEC §1.2 item 4): keep facts with p(" " + o_true | prompt) > ``threshold``."""
+    """Fact Erasure filter (docs/algorithms.md#selection): keep facts with p(" " + o_true | prompt) > ``threshold``."""
     out: list[ErasureVerdict] = []
     for start in range(0, len(facts), batch_size):
         chunk = facts[start : start + batch_size]

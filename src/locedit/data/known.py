@@ -1,6 +1,6 @@
 """Which facts a model knows, computed once and kept: a resumable verdict cache and the known-ids file.
 
-Both filters are deterministic per (model, fact) (SPEC §1.2 item 5), so ``assess_facts`` appends each
+Both filters are deterministic per (model, fact) (docs/algorithms.md#selection), so ``assess_facts`` appends each
 finished batch to a JSON-lines cache and skips facts already there; an interrupted run resumes.
 ``save_known_ids`` writes the small file sweeps read to select known facts without recomputing.
 """
@@ -25,6 +25,7 @@ from locedit.data.filters import (
     erasure_filter,
 )
 from locedit.data.validation import DataError, read_json
+from locedit.files import write_atomic
 from locedit.models.tokens import encode
 
 SMOLLM2_KNOWN = "smollm2_known_counterfact.json"
@@ -116,7 +117,7 @@ def save_known_ids(path: Path, model_name: str, rows: Sequence[Knowledge], mode:
     payload = {"model": model_name, "filter": f"correctness-{mode}-greedy{MAX_NEW_TOKENS}",
                "n_candidates": len(rows), "case_ids": sorted(k.case_id for k in rows if k.known(mode)),
                "erasure_case_ids": sorted(k.case_id for k in rows if k.known(mode) and k.passes_erasure)}
-    path.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(payload) + "\n")
     return payload
 
 

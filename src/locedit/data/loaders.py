@@ -1,4 +1,5 @@
-"""Dataset loaders (SPEC §1): CounterFact in MEND and ROME format, zsRE (MEND), ROME knowns, locedit JSON.
+"""Dataset loaders (docs/algorithms.md#data): CounterFact in MEND and ROME format, zsRE (MEND), ROME knowns, locedit
+JSON.
 
 Every loader returns ``list[Fact]``; :func:`load_facts` detects the format. Strict loads raise
 :class:`DataError` at the first bad record; lenient loads skip it and count it in a :class:`LoadReport`.
@@ -33,7 +34,7 @@ DEMO_FACTS = "demo_facts.json"
 
 # ----------------------------------------------------------------------------------------------- converters
 def _counterfact_mend(i: int, r: dict[str, Any]) -> Fact:
-    """SPEC §1.1.1: one rephrase and one locality prompt, whose true object is ``locality_ground_truth``."""
+    """docs/algorithms.md#data: one rephrase and one locality prompt, whose true object is ``locality_ground_truth``."""
     return Fact(case_id=need(r, "case_id", int), subject=need(r, "subject"), prompt=need(r, "prompt"),
                 target_true=need(r, "ground_truth"), target_new=need(r, "target_new"),
                 paraphrase_prompts=(need(r, "rephrase_prompt"),), neighborhood_prompts=(need(r, "locality_prompt"),),
@@ -77,12 +78,12 @@ def _locedit(i: int, r: dict[str, Any]) -> Fact:
 
 
 def zsre_question(text: str) -> str:
-    """``"Question: " + text + " Answer:"`` (SPEC §1.4)."""
+    """``"Question: " + text + " Answer:"`` (docs/algorithms.md#zsre)."""
     return f"Question: {text} Answer:"
 
 
 def _zsre_converter(records: Sequence[Any], seed: int) -> Callable[[int, dict[str, Any]], Fact]:
-    """SPEC §1.4 mapping; o_false is one seeded draw per record from the other first answers."""
+    """docs/algorithms.md#zsre mapping; o_false is one seeded draw per record from the other first answers."""
     firsts = sorted({r["answers"][0] for r in records if isinstance(r, dict) and isinstance(r.get("answers"), list)
                      and r["answers"] and isinstance(r["answers"][0], str)})
 
@@ -210,7 +211,7 @@ def _shared(name: str | Sequence[str]) -> list[Path]:
 
 
 def load_counterfact_mend(paths: PathLike | Sequence[PathLike] | None = None, strict: bool = True) -> list[Fact]:
-    """CounterFact in EasyEdit/MEND format (SPEC §1.1.1): the three split files merged, sorted by case_id.
+    """CounterFact in EasyEdit/MEND format (docs/algorithms.md#data): the three split files merged, sorted by case_id.
 
     ``paths``: a folder holding the three files, the files themselves, or None for the shared data folder.
     """
@@ -224,7 +225,7 @@ def load_counterfact_rome(path: PathLike | None = None, strict: bool = True) -> 
 
 
 def load_zsre_mend(path: PathLike | None = None, seed: int = 0, strict: bool = False) -> list[Fact]:
-    """zsRE in MEND format (SPEC §1.4); malformed records are skipped and counted unless ``strict``."""
+    """zsRE in MEND format (docs/algorithms.md#zsre); malformed records are skipped and counted unless ``strict``."""
     path = path or _shared("zsre_mend_train_1k.json")[0]
     return load_facts_with_report(path, strict, seed=seed, fmt="zsre_mend")[0]
 

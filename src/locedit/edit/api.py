@@ -1,4 +1,5 @@
-"""Edit a fact and measure the edit: the one-call API over problems, methods and evaluation (SPEC §3.9).
+"""Edit a fact and measure the edit: the one-call API over problems, methods and evaluation
+(docs/algorithms.md#edit-order).
 
 >>> from locedit.models import tiny
 >>> from locedit.data.fact import Fact

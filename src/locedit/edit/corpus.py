@@ -1,4 +1,5 @@
-"""Text corpora for MLP-key statistics (SPEC §3.2): local text files, or a Hugging Face dataset online.
+"""Text corpora for MLP-key statistics (docs/algorithms.md#key-statistics): local text files, or a Hugging Face dataset
+online.
 
 The reference samples 100,000 Wikipedia documents; offline, the default is the WikiText files in the
 data folder (``data_dir() / "wikitext"``), split into articles at their `` = Title = `` headings and

@@ -1,4 +1,4 @@
-"""Constrained fine-tuning of the MLP down projection(s): FT-1 and FT-5 (SPEC §3.6).
+"""Constrained fine-tuning of the MLP down projection(s): FT-1 and FT-5 (docs/algorithms.md#constrained-fine-tuning).
 
 Weight and (where one exists) bias of the down projection of every layer in the set are trained with
 Adam (lr 5e-4) on the plain prompt followed by the target, ``n_copies`` rows (10 under Fact Forcing,

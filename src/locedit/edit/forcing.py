@@ -1,4 +1,4 @@
-"""Fact Forcing noise for the duration of one edit (SPEC §3.8).
+"""Fact Forcing noise for the duration of one edit (docs/algorithms.md#fact-forcing-noise).
 
 ``with edit_noise(model, tok, request) as noise:`` installs a :class:`SubjectNoise` seeded with
 ``request.noise_seed`` when ``request.noise_sigma`` is set (every forward inside draws fresh noise).
@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.request import EditRequest
 from locedit.models.noise import SubjectNoise, noised_subject
-from locedit.models.tokens import SubjectNotFoundError, subject_span
+from locedit.models.tokens import subject_span, subject_spans
 
 
 class EditNoise:
@@ -38,13 +38,7 @@ class EditNoise:
         """Declare the prompt text of each row of the next forward (used by ``fixed`` mode)."""
         if self.noise is None or self.request.noise_mode == "compat":
             return
-        spans = []
-        for p in prompts:
-            try:
-                spans.append(subject_span(self.tok, p, self.request.subject))
-            except SubjectNotFoundError:
-                spans.append(None)
-        self.noise.spans = spans
+        self.noise.spans = subject_spans(self.tok, prompts, self.request.subject)
 
 
 @contextmanager

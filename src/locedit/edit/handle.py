@@ -1,4 +1,4 @@
-"""Applied weight edits that undo themselves exactly (SPEC §3.0, §8.4.5).
+"""Applied weight edits that undo themselves exactly (docs/algorithms.md#editing-machinery, #caches).
 
 :class:`EditHandle` adds deltas to named parameters, keeping bitwise copies of the original tensors of
 only the edited parameters; ``restore()`` copies them back. As a context manager it restores on exit,

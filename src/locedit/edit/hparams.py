@@ -1,46 +1,28 @@
-"""Hyperparameters of the editing methods: one typed dataclass per method, one table of values per model.
+"""Hyperparameters of the editing methods: one typed dataclass per method.
 
-Values for GPT-J and GPT2-XL are the paper's (SPEC §4.2-4.3), including the per-problem overrides
-(ROME EI kl 1.0, ROME FF 25 steps and v_lr 0.05 [code-only], MEMIT EI kl 0.9, FT eps per problem and
-per FT-1/FT-5, FT FF 50 steps with 10 noised copies).
-
-Every other model (the embedded SmolLM2-135M and the other families) uses the ``default`` table, chosen
-by measurement on SmolLM2-135M, layer 13 of 30, Error Injection, CounterFact cases 0, 7, 14 (known facts;
-only 3 facts could be afforded on the shared 2-core CPU box):
-
-* ROME: the GPT-J values (v_lr 0.5, weight decay 0.5, clamp 4, kl 0.0625; EI kl 1.0) with 40 optimisation
-  steps instead of 20. On the first 10 CounterFact facts SmolLM2 knows (layer 12, EI), 20 steps leave v*
-  unconverged on the harder facts: mean rewrite 0.750 (case 10: 0.134, its NLL still falling at step 20);
-  v_lr 1.0 with 20 steps gives 0.893; 40 steps at v_lr 0.5 gives 0.924 on the 7 hardest of them (README
-  table for all 10). The cost is 2x per ROME edit, so the demo and the finding pin 20 steps.
-* MEMIT: mom2_update_weight 1500. λ must scale with d_mlp (for a typical key kᵀC⁻¹k ≈ d_mlp, so GPT-J's
-  15000 at d_mlp 16384 is λ ≈ 0.9·d_mlp); 15000 on SmolLM2 (d_mlp 1536) would leave each layer's update
-  ~10x too small. With 1500: rewrite 0.971, neighborhood 0.991.
-* FT: GPT-J's eps are ~50x too small for SmolLM2 (FT-1 EI at 5e-4: rewrite 0.027). FT-1 EI 5e-3 gives
-  rewrite 0.644, neighborhood 0.983 (measured); the other eps are GPT-J's scaled by the same factor 50
-  (not measured).
-* Statistics: 20,000 WikiText tokens (~1.5 min for half the model on an idle 2-core box).
-
-:func:`locedit.edit.methods.resolve_hparams` (``resolve_hparams("rome", model, "error-injection", {"v_lr": 0.1})``)
-returns the method's dataclass with its layer window, the table's base values, then the problem's overrides,
-then the caller's. A method or problem without an entry here uses the dataclass defaults.
+The values per model (GPT-J, GPT2-XL, and the ``default`` table every other model uses, with how it was
+chosen) live in :mod:`locedit.models.presets`. :func:`locedit.edit.methods.resolve_hparams`
+(``resolve_hparams("rome", model, "error-injection", {"v_lr": 0.1})``) returns the method's dataclass with its
+layer window, the table's base values, then the problem's overrides, then the caller's. A method or problem
+without an entry in the table uses the dataclass defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from torch import nn
 
-from locedit.models.families import family_for
+from locedit.models.presets import HPARAM_TABLES as TABLES, preset_key
 
 EarlyStop = Literal["compat", "rome_original"]
 
 
 @dataclass(frozen=True)
 class RomeHparams:
-    """ROME (SPEC §3.4). ``early_stop``: compat = never (reference bug), rome_original = stop at loss < 0.05."""
+    """ROME (docs/algorithms.md#rome). ``early_stop``: compat = never (reference bug), rome_original = stop at loss <
+    0.05."""
 
     v_num_grad_steps: int = 20
     v_lr: float = 0.5
@@ -56,7 +38,8 @@ class RomeHparams:
 
 @dataclass(frozen=True)
 class MemitHparams:
-    """MEMIT for one fact over a window (SPEC §3.5). ``solver``: sherman_morrison (fast) or compat (direct solve)."""
+    """MEMIT for one fact over a window (docs/algorithms.md#memit). ``solver``: sherman_morrison (fast) or compat
+    (direct solve)."""
 
     window: int = 5
     v_num_grad_steps: int = 25
@@ -74,7 +57,8 @@ class MemitHparams:
 
 @dataclass(frozen=True)
 class FtHparams:
-    """Constrained fine-tuning of the down projection(s) (SPEC §3.6); ``norm_constraint`` is an L-inf bound."""
+    """Constrained fine-tuning of the down projection(s) (docs/algorithms.md#constrained-fine-tuning);
+    ``norm_constraint`` is an L-inf bound."""
 
     window: int = 1
     lr: float = 5e-4
@@ -87,46 +71,6 @@ class FtHparams:
 
 Hparams = RomeHparams | MemitHparams | FtHparams
 
-# table[model][method] = {"base": {...}, problem: {...}}; values not named fall back to the dataclass defaults
-# (and the window to the method's, see locedit.edit.methods).
-_FT1_GPTJ = {"error-injection": {"norm_constraint": 1e-4}, "tracing-reversal": {"norm_constraint": 1e-5},
-             "fact-erasure": {"norm_constraint": 1e-5}, "fact-amplification": {"norm_constraint": 1e-5},
-             "fact-forcing": {"norm_constraint": 1e-4, "num_steps": 50, "n_copies": 10}}
-_FT5_GPTJ = {"error-injection": {"norm_constraint": 2e-5}, "tracing-reversal": {"norm_constraint": 2e-5},
-             "fact-erasure": {"norm_constraint": 1e-5}, "fact-amplification": {"norm_constraint": 1e-5},
-             "fact-forcing": {"norm_constraint": 1e-4, "num_steps": 50, "n_copies": 10}}
-_ROME_PROBLEMS = {"error-injection": {"kl_factor": 1.0},
-                  "fact-forcing": {"v_num_grad_steps": 25, "v_lr": 0.05}}  # v_lr 0.05: code only (SPEC §10.10)
-
-TABLES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-    "gpt-j": {
-        "rome": {"base": {"mom2_n_tokens": 1_000_000}, **_ROME_PROBLEMS},
-        "memit": {"base": {"mom2_update_weight": 15000.0, "v_num_grad_steps": 25, "mom2_n_tokens": 1_000_000},
-                  "error-injection": {"kl_factor": 0.9}},
-        "ft-1": _FT1_GPTJ,
-        "ft-5": _FT5_GPTJ,
-    },
-    "gpt2-xl": {
-        "rome": {"base": {"mom2_n_tokens": 1_000_000}, "fact-forcing": {"v_num_grad_steps": 25, "v_lr": 0.05}},
-        "memit": {"base": {"mom2_update_weight": 20000.0, "v_num_grad_steps": 20, "mom2_n_tokens": 1_000_000}},
-        "ft-1": {"error-injection": {"norm_constraint": 1e-3},
-                 "fact-forcing": {"norm_constraint": 5e-4, "num_steps": 50, "n_copies": 10}},
-        "ft-5": {"error-injection": {"norm_constraint": 1e-4},
-                 "fact-forcing": {"norm_constraint": 5e-5, "num_steps": 50, "n_copies": 10}},
-    },
-    "default": {  # chosen on the embedded SmolLM2-135M (module docstring)
-        "rome": {"base": {"v_num_grad_steps": 40, "mom2_n_tokens": 20_000}, **_ROME_PROBLEMS},
-        "memit": {"base": {"mom2_update_weight": 1500.0, "mom2_n_tokens": 20_000},
-                  "error-injection": {"kl_factor": 0.9}},
-        "ft-1": {"error-injection": {"norm_constraint": 5e-3}, "tracing-reversal": {"norm_constraint": 5e-4},
-                 "fact-erasure": {"norm_constraint": 5e-4}, "fact-amplification": {"norm_constraint": 5e-4},
-                 "fact-forcing": {"norm_constraint": 5e-3, "num_steps": 50, "n_copies": 10}},
-        "ft-5": {"error-injection": {"norm_constraint": 1e-3}, "tracing-reversal": {"norm_constraint": 1e-3},
-                 "fact-erasure": {"norm_constraint": 5e-4}, "fact-amplification": {"norm_constraint": 5e-4},
-                 "fact-forcing": {"norm_constraint": 5e-3, "num_steps": 50, "n_copies": 10}},
-    },
-}
-
 
 def table_key(model: nn.Module | str) -> str:
     """Which table a model uses: gpt-j, gpt2-xl (GPT-2 with 48 layers) or default."""
@@ -134,9 +78,4 @@ def table_key(model: nn.Module | str) -> str:
         if model not in TABLES:
             raise ValueError(f"unknown hyperparameter table {model!r}; use one of {', '.join(TABLES)}")
         return model
-    fam = family_for(model)
-    if fam.name == "gptj":
-        return "gpt-j"
-    if fam.name == "gpt2" and fam.n_layers(model) == 48:
-        return "gpt2-xl"
-    return "default"
+    return preset_key(model)

@@ -1,4 +1,4 @@
-"""MEMIT for a single fact over a window of layers (SPEC §3.5).
+"""MEMIT for a single fact over a window of layers (docs/algorithms.md#memit).
 
 Step A optimises z, the residual output of the window's last block at the subject's last token
 (:mod:`locedit.edit.target_value`, 6 templates in 2 groups + the KL row, clamp 0.75). Step B visits the

@@ -1,4 +1,4 @@
-"""Editing methods by name, and the one entry point that applies any of them (SPEC §3.9 steps 4-5).
+"""Editing methods by name, and the one entry point that applies any of them (docs/algorithms.md#edit-order).
 
 ``apply_edit(model, tok, request, "rome", layer=12)`` resolves hyperparameters and the layer set
 (ROME/FT-1: the layer; MEMIT/FT-5: the clipped window of 5 around it), precomputes key statistics

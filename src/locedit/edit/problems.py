@@ -1,4 +1,5 @@
-"""The five editing problems of Hase et al. (SPEC §1.3, §1.5, §3.7-3.8), each a small registered object.
+"""The five editing problems of Hase et al. (docs/algorithms.md#editing-problems, #tracing-reversal-target), each a
+small registered object.
 
 A problem says what to edit towards and how to judge it; it never changes how a method works. Given a
 :class:`Fact` and a :class:`ProblemContext` (one per model: noise level, o_noise mode, caches) it returns a
@@ -9,10 +10,12 @@ problem                target_new      request_baseline    objective   evaluatio
 =====================  ==============  ==================  ==========  ============================
 error-injection        o_false         o_true              maximize    normal
 tracing-reversal       o_noise         o_true              maximize    normal
-fact-erasure           o_true          eos text            minimize    erased proportion (§5.3)
+fact-erasure           o_true          eos text            minimize    erased proportion
 fact-amplification     o_true          eos text            maximize    normal
-fact-forcing           o_true          noised argmax       maximize    subject noised (§5.4)
+fact-forcing           o_true          noised argmax       maximize    subject noised
 =====================  ==============  ==================  ==========  ============================
+
+The evaluation column is explained in docs/algorithms.md#normalized-scores.
 
 >>> from locedit.models import tiny
 >>> from locedit.data.fact import Fact
@@ -42,13 +45,15 @@ from locedit.registry import Registry
 
 ONoiseMode = Literal["compat", "continuation", "argmax"]
 O_NOISE_MODES: tuple[str, ...] = ("compat", "continuation", "argmax")
-O_NOISE_LENGTH = 12  # total tokens (prompt included) of the reference's o_noise sample (SPEC §1.5)
+# total tokens (prompt included) of the reference's o_noise sample (docs/algorithms.md#tracing-reversal-target)
+O_NOISE_LENGTH = 12
 O_NOISE_SEED = 0  # the reference seeds torch with 0 for editing
 ARGMAX_ROWS = 10  # noise samples averaged for the argmax o_noise
 
 
 def default_noise_sigma(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> float:
-    """The editing noise level (SPEC §2.3): GPT-J 0.094, GPT2-XL 0.1, else 3 x std of subject-token embeddings.
+    """The editing noise level (docs/algorithms.md#noise-level): GPT-J 0.094, GPT2-XL 0.1, else 3 x std of
+    subject-token embeddings.
 
     The tracing stage's value, so tracing and editing noise the subject alike.
     """
@@ -95,14 +100,15 @@ class ProblemContext:
 
 @dataclass(frozen=True)
 class PreparedEdit:
-    """An edit request plus what its evaluation needs (SPEC §1.3)."""
+    """An edit request plus what its evaluation needs (docs/algorithms.md#editing-problems)."""
 
     problem: str
     fact: Fact
     request: EditRequest
     request_baseline: str
-    erasure: bool = False  # Fact Erasure scoring (§5.3)
-    eval_sigma: float | None = None  # Fact Forcing: evaluate with the subject noised (§5.4)
+    erasure: bool = False  # Fact Erasure scoring (docs/algorithms.md#normalized-scores)
+    # Fact Forcing: evaluate with the subject noised (docs/algorithms.md#normalized-scores)
+    eval_sigma: float | None = None
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the o_noise mode that made the target
 
     @property
@@ -131,7 +137,8 @@ def most_likely_text(tok: PreTrainedTokenizerBase, probs: torch.Tensor, prompt: 
 
 
 def ff_request_baseline(ctx: ProblemContext, fact: Fact, rows: int) -> str:
-    """Decoded argmax token of the noised-subject next-token distribution (FF request_baseline, §1.3).
+    """Decoded argmax token of the noised-subject next-token distribution (FF request_baseline,
+    docs/algorithms.md#editing-problems).
 
     Blank tokens are passed over: the reference decodes the argmax even when it is " " (SmolLM2 says " " after
     "Shree Pundalik, created in" with the subject noised), and a blank string cannot be scored as a target.
@@ -144,7 +151,8 @@ def ff_request_baseline(ctx: ProblemContext, fact: Fact, rows: int) -> str:
 
 
 def o_noise(ctx: ProblemContext, fact: Fact) -> str:
-    """The Tracing Reversal target: what the model says with its subject noised (SPEC §1.5), cached."""
+    """The Tracing Reversal target: what the model says with its subject noised
+    (docs/algorithms.md#tracing-reversal-target), cached."""
     key = ("o_noise", ctx.o_noise_mode, fact.prompt, fact.subject, ctx.sigma, ctx.o_noise_seed)
     return ctx.cached(key, lambda: _O_NOISE[ctx.o_noise_mode](ctx, fact))
 

@@ -13,7 +13,8 @@ NoiseMode = Literal["compat", "fixed"]
 class EditRequest:
     """One edit: raise (or, for Fact Erasure, lower) p(target | prompt).
 
-    ``noise_sigma`` set means the subject is noised during the whole edit (Fact Forcing, SPEC §3.8):
+    ``noise_sigma`` set means the subject is noised during the whole edit (Fact Forcing,
+    docs/algorithms.md#fact-forcing-noise):
     ``compat`` noises the plain prompt's subject span in every row, ``fixed`` each row's own span.
     """
 

@@ -1,4 +1,4 @@
-"""ROME: a rank-one update of one layer's MLP down projection (SPEC §3.4).
+"""ROME: a rank-one update of one layer's MLP down projection (docs/algorithms.md#rome).
 
 u  = C⁻¹ k̄ / ‖C⁻¹ k̄‖ with k̄ the mean key over the 21 context templates (step A);
 v* = the down projection's output at the subject that makes the model say the target (step B,

@@ -1,7 +1,7 @@
 """Batch rows of ROME/MEMIT: context templates filled with a request, and activations read at the subject.
 
 A context template ``"<text>. {}"`` receives the request template (prompt with ``{}`` for the subject),
-then the subject; the lookup position is the subject's last token (SPEC §3.3).
+then the subject; the lookup position is the subject's last token (docs/algorithms.md#subject-last-index).
 """
 
 from __future__ import annotations

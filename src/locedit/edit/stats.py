@@ -1,4 +1,4 @@
-"""Second moments of MLP keys, C = E[k kᵀ], for ROME and MEMIT (SPEC §3.2, §8.4.3).
+"""Second moments of MLP keys, C = E[k kᵀ], for ROME and MEMIT (docs/algorithms.md#key-statistics, #caches).
 
 k is the input to the MLP down projection at every non-padding token of a text corpus. All requested
 layers are accumulated in ONE pass over the corpus, each forward stopping right before the down
@@ -8,13 +8,14 @@ articles) and taken until exactly ``n_tokens`` tokens are seen.
 
 Results are cached on disk per (model fingerprint, corpus content hash, token count, truncation,
 layer) under ``cache_dir("stats")``, with the float32 inverse (ROME) and float64 inverse (MEMIT's
-Sherman–Morrison update) cached beside them. Statistics are never computed under a Fact Forcing noise
-hook (SPEC §9.2.12): that raises.
+Sherman–Morrison update) cached beside them; the files carry a checksum, and a damaged one is reported
+and recomputed. Statistics are never computed under a Fact Forcing noise
+hook (docs/algorithms.md#key-statistics): that raises.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,11 +28,12 @@ from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.corpus import Corpus, resolve_corpus
 from locedit.edit.fingerprint import model_fingerprint
+from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.interventions import Edit, intervene, run_until_stopped
 from locedit.models.noise import noise_installed
 from locedit.models.scoring import pad_id_of, pad_right
-from locedit.models.tokens import encode
+from locedit.models.tokens import context_length, encode
 from locedit.paths import cache_dir
 
 DEFAULT_N_TOKENS = 20_000
@@ -56,14 +58,6 @@ class StatsInfo:
 
 class StatsUnderNoiseError(RuntimeError):
     """Statistics were requested while a Fact Forcing noise hook is installed."""
-
-
-def context_length(model: nn.Module) -> int:
-    cfg = model.config
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        if getattr(cfg, attr, None):
-            return int(getattr(cfg, attr))
-    return 2048
 
 
 def _check_layers(model: nn.Module, layers: Iterable[int]) -> list[int]:
@@ -132,9 +126,18 @@ def accumulate_second_moments(model: nn.Module, tok: PreTrainedTokenizerBase, la
 
 
 def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save ``obj`` into a checksummed cache file (atomically)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_checked(path, buffer.getvalue())
+
+
+def _load(path: Path) -> torch.Tensor | None:
+    """The cached tensor at ``path``; None when missing or when it failed its check (then it is rebuilt)."""
+    payload = read_checked(path)
+    if payload is None:
+        return None
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)["tensor"]
 
 
 class SecondMoments:
@@ -153,7 +156,7 @@ class SecondMoments:
         self.batch_tokens, self.progress = batch_tokens, progress
         self.info = StatsInfo(model=model_fingerprint(model), corpus=self.corpus.description,
                               corpus_id=self.corpus.identity, n_tokens=int(n_tokens),
-                              max_doc_tokens=int(max_doc_tokens or min(context_length(model), MAX_DOC_TOKENS)))
+                              max_doc_tokens=int(max_doc_tokens or min(context_length(model) or MAX_DOC_TOKENS, MAX_DOC_TOKENS)))
         self._memory: dict[tuple[int, str], torch.Tensor] = {}
 
     def path(self, layer: int, kind: str = "moment") -> Path:
@@ -169,20 +172,21 @@ class SecondMoments:
         missing = [layer for layer in layers if layer not in self.cached_layers([layer])]
         if not missing:
             return
-        moments = accumulate_second_moments(self.model, self.tok, missing, self.corpus, self.info.n_tokens,
-                                            max_doc_tokens=self.info.max_doc_tokens, batch_tokens=self.batch_tokens,
-                                            progress=self.progress)
-        for layer, c in moments.items():
+        for layer, c in self._accumulate(missing).items():
             _save({"tensor": c.cpu(), "info": self.info.to_dict(), "layer": layer}, self.path(layer))
             self._memory[(layer, "moment")] = c
+
+    def _accumulate(self, layers: list[int]) -> dict[int, torch.Tensor]:
+        return accumulate_second_moments(self.model, self.tok, layers, self.corpus, self.info.n_tokens,
+                                         max_doc_tokens=self.info.max_doc_tokens, batch_tokens=self.batch_tokens,
+                                         progress=self.progress)
 
     def _get(self, layer: int, kind: str, make) -> torch.Tensor:
         key = (layer, kind)
         if key not in self._memory:
             path = self.path(layer, kind)
-            if path.exists():
-                tensor = torch.load(path, map_location="cpu", weights_only=True)["tensor"]
-            else:
+            tensor = _load(path)
+            if tensor is None:
                 tensor = make().cpu()
                 _save({"tensor": tensor, "info": self.info.to_dict(), "layer": layer}, path)
             self._memory[key] = tensor.to(self.model.device)
@@ -192,7 +196,7 @@ class SecondMoments:
         """C = E[k kᵀ] at ``layer`` (float32, [d_mlp, d_mlp], on the model's device)."""
         if (layer, "moment") not in self._memory and not self.path(layer).exists():
             self.prefetch([layer])
-        return self._get(layer, "moment", lambda: None)
+        return self._get(layer, "moment", lambda: self._accumulate([layer])[layer])
 
     def inverse(self, layer: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """C⁻¹ in float32 (ROME) or float64 (MEMIT), cached."""
@@ -223,8 +227,3 @@ def second_moments(model: nn.Module, tok: PreTrainedTokenizerBase, layers: Seque
     store.progress = progress
     store.prefetch(layers)
     return {layer: store.moment(layer) for layer in _check_layers(model, layers)}
-
-
-def second_moment(model: nn.Module, tok: PreTrainedTokenizerBase, layer: int, **kw) -> torch.Tensor:
-    """C at one layer (see :func:`second_moments`)."""
-    return second_moments(model, tok, [layer], **kw)[layer]

@@ -1,4 +1,4 @@
-"""The target vector of ROME (v*, SPEC §3.4 step B) and MEMIT (z, SPEC §3.5 step A).
+"""The target vector of ROME (v*, docs/algorithms.md#rome) and MEMIT (z, docs/algorithms.md#memit).
 
 One engine for both: a free vector δ is added to a module's output (ROME: the down projection of the
 edited layer; MEMIT: the residual output of the window's last block) at the subject's last token of

@@ -1,24 +1,24 @@
-"""Context templates that ROME and MEMIT average keys and losses over (SPEC §3.1).
+"""Context templates that ROME and MEMIT average keys and losses over (docs/algorithms.md#context-templates).
 
 * ROME: ``["{}"]`` + 10 samples of 5 tokens + 10 samples of 10 tokens, each followed by ". {}" (21).
 * MEMIT: group 0 ``["{}"]``, group 1 one 10-token sample for each of "The", "Therefore", "Because",
   "I", "You", followed by ". {}" (6 templates in 2 groups).
 
 Samples come from :func:`sample_top_k` (k = 5) on the unedited model, without noise, with an explicit
-seed, and are cached on disk per model fingerprint and seed (``cache_dir("templates")``) so every run
-shares them. ROME samples start from the document-boundary token (eos, as the reference's
+seed, and are cached on disk per model fingerprint and seed (``cache_dir("templates")``, checksummed: a
+damaged file is reported and regenerated) so every run shares them. ROME samples start from the document-boundary token (eos, as the reference's
 ``<|endoftext|>``). Special-token text is removed and braces become spaces so templates always format.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.fingerprint import model_fingerprint
+from locedit.files import read_checked, write_checked
 from locedit.models.generation import sample_top_k
 from locedit.models.noise import noise_installed
 from locedit.paths import cache_dir
@@ -55,12 +55,11 @@ def template_groups(model: nn.Module, tok: PreTrainedTokenizerBase, kind: str, s
     if kind not in ("rome", "memit"):
         raise ValueError(f"unknown template kind {kind!r}; use 'rome' or 'memit'")
     path = cache_dir("templates") / f"{model_fingerprint(model)}-{kind}-seed{seed}-v{_FORMAT}.json"
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
+    cached = read_checked(path)
+    if cached is not None:
+        return json.loads(cached.decode("utf-8"))
     groups = _generate(model, tok, kind, seed)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(groups, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_checked(path, json.dumps(groups, indent=1, ensure_ascii=False).encode("utf-8"))
     return groups
 
 

@@ -1,8 +1,8 @@
-"""Essence score inputs (SPEC §5.5): sampled "{subject} is a" texts and their perplexity.
+"""Essence score inputs (docs/algorithms.md#essence-score): sampled "{subject} is a" texts and their perplexity.
 
 The texts are sampled once per (model, subject) with a fixed seed from the unedited model and cached on
-disk under ``cache_dir("essence")``, so every layer, method and problem is scored on the same texts
-(the reference re-sampled them per run, SPEC §9.2.9).
+disk under ``cache_dir("essence")`` (checksummed: a damaged file is reported and re-sampled), so every layer, method and problem is scored on the same texts
+(the reference re-sampled them per run, docs/algorithms.md#reference-deviations).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,10 +18,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.edit.fingerprint import model_fingerprint
+from locedit.files import read_checked, write_checked
 from locedit.models.generation import sample_top_k
 from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.scoring import pad_id_of, token_log_probs_of_ids
-from locedit.models.tokens import SubjectNotFoundError, encode, subject_span
+from locedit.models.tokens import encode, subject_spans
 from locedit.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,14 @@ def essence_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subject:
     Call this with the unedited model, outside any noise hook.
     """
     path = _cache_file(model, subject, n, length, seed)
-    if use_cache and path.exists():
-        stored = json.loads(path.read_text())
+    cached = read_checked(path) if use_cache else None
+    if cached is not None:
+        stored = json.loads(cached)
         if stored.get("subject") == subject and len(stored.get("texts", [])) == n:
             return list(stored["texts"])
     texts = sample_top_k(model, tok, [essence_prompt(subject)] * n, length, k=TOP_K, seed=seed)
     if use_cache:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"subject": subject, "seed": seed, "length": length, "texts": texts}))
-        tmp.replace(path)  # atomic: concurrent writers leave one complete file
+        write_checked(path, json.dumps({"subject": subject, "seed": seed, "length": length, "texts": texts}).encode())
     return texts
 
 
@@ -69,7 +68,8 @@ def _text_ids(tok: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[
 
 
 def _ppl(lp: torch.Tensor, n_tokens: int) -> float:
-    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)): divided by N, not N-1, as the reference does (§5.5)."""
+    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)): divided by N, not N-1, as the reference does
+    (docs/algorithms.md#essence-score)."""
     return math.exp(-float(lp.sum()) / n_tokens)
 
 
@@ -77,7 +77,7 @@ def _ppl(lp: torch.Tensor, n_tokens: int) -> float:
 def perplexities(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Sequence[str], *,
                  max_tokens: int = TEXT_TOKENS, noise_sigma: float | None = None,
                  subject: str | None = None) -> list[float]:
-    """Perplexity of each text (SPEC §5.5), in one right-padded batch.
+    """Perplexity of each text (docs/algorithms.md#essence-score), in one right-padded batch.
 
     With ``noise_sigma`` (Fact Forcing) the subject is noised inside each text: the span is found per text
     and each text gets a fresh noise stream seeded 1, so it runs one forward per text. A text whose subject
@@ -90,12 +90,9 @@ def perplexities(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Se
     if subject is None:
         raise ValueError("noised perplexity needs the subject whose tokens to noise")
     out = []
-    for text, i in zip(texts, ids):
-        try:
-            span = subject_span(tok, text, subject)
-        except SubjectNotFoundError:
+    for i, span in zip(ids, subject_spans(tok, texts, subject)):
+        if span is None:
             log.warning("subject %r not found in essence text; its perplexity is computed without noise", subject)
-            span = None
         noise = SubjectNoise(noise_sigma, seed=1, default_span=span) if span else None
         with noised_subject(model, noise):
             lp = token_log_probs_of_ids(model, [i[:1]], [i[1:]], pad_id_of(tok))[0]

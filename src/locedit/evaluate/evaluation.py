@@ -1,4 +1,5 @@
-"""One evaluation of a model state for a prepared edit (SPEC §5.1, §5.4, §5.8), and the scores of a pre/post pair.
+"""One evaluation of a model state for a prepared edit (docs/algorithms.md#target-probability, #normalized-scores,
+#metrics), and the scores of a pre/post pair.
 
 :func:`evaluate_state` scores every evaluation prompt (rewrite, paraphrases, neighborhoods, attributes)
 against ``target_new`` and ``request_baseline`` in **one** right-padded batch, interleaved
@@ -22,7 +23,7 @@ from locedit.evaluate import metrics
 from locedit.evaluate.essence import essence_perplexity
 from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.scoring import target_log_probs
-from locedit.models.tokens import Spacing, SubjectNotFoundError, subject_span
+from locedit.models.tokens import Spacing, subject_spans
 
 GROUPS = ("rewrite", "paraphrase", "neighborhood", "attribute")
 
@@ -48,16 +49,6 @@ class Evaluation:
         return [math.exp(v) for v in self.logp_new[group]]
 
 
-def _row_spans(tok: PreTrainedTokenizerBase, prefixes: Sequence[str], subject: str) -> list[tuple[int, int] | None]:
-    spans: list[tuple[int, int] | None] = []
-    for p in prefixes:
-        try:
-            spans.append(subject_span(tok, p, subject))
-        except SubjectNotFoundError:
-            spans.append(None)  # e.g. neighborhood prompts: a different subject, left clean (§5.4)
-    return spans
-
-
 def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepared: PreparedEdit, *,
                    essence_texts: Sequence[str] | None = None, spacing: Spacing = "fixed") -> Evaluation:
     """Score the current model state for ``prepared`` (one forward for all prompts, plus essence texts)."""
@@ -68,7 +59,8 @@ def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepare
     noise = None
     if prepared.eval_sigma is not None:
         noise = SubjectNoise(prepared.eval_sigma, seed=1)  # fresh stream per call: paired pre/post noise
-        noise.spans = _row_spans(tok, prefixes, prepared.fact.subject)
+        # neighborhood prompts name another subject and stay clean (docs/algorithms.md#normalized-scores)
+        noise.spans = subject_spans(tok, prefixes, prepared.fact.subject)
     with noised_subject(model, noise):
         logps = target_log_probs(model, tok, prefixes, targets, spacing=spacing, batch_size=max(1, len(prefixes)))
     values = logps.tolist()
@@ -102,7 +94,8 @@ def _group_score(pre: Sequence[float], post: Sequence[float], fn, average: bool)
 
 
 def rome_metrics(ev: Evaluation) -> dict[str, float | None]:
-    """Original ROME success / magnitude for rewrite, paraphrase and neighborhood prompts (§5.7)."""
+    """Original ROME success / magnitude for rewrite, paraphrase and neighborhood prompts
+    (docs/algorithms.md#original-rome-metrics)."""
     out: dict[str, float | None] = {}
     for g in ("rewrite", "paraphrase", "neighborhood"):
         s, m = metrics.rome_success_magnitude(ev.logp_new[g], ev.logp_base[g], neighborhood=(g == "neighborhood"))
@@ -113,7 +106,8 @@ def rome_metrics(ev: Evaluation) -> dict[str, float | None]:
 def edit_scores(prepared: PreparedEdit, pre: Evaluation, post: Evaluation, *, average: bool = False) -> dict:
     """The metric columns of an "edits" row from a pre- and a post-edit evaluation.
 
-    ``average`` False (compat) scores only the first paraphrase and neighborhood prompt (SPEC §9.2.4);
+    ``average`` False (compat) scores only the first paraphrase and neighborhood prompt
+    (docs/algorithms.md#reference-deviations);
     True averages per-prompt scores, and the reported probabilities, over all of them.
     """
     main = metrics.erasure_score if prepared.erasure else metrics.rewrite_score

@@ -1,4 +1,5 @@
-"""An evaluator bound to one model: evaluation settings plus the caches that make sweeps cheap (SPEC §8.4).
+"""An evaluator bound to one model: evaluation settings plus the caches that make sweeps cheap
+(docs/algorithms.md#caches).
 
 The pre-edit evaluation depends only on (fact, problem), not on the method or layer, so it is computed
 once and kept in memory; essence texts are sampled once per subject (and cached on disk). A sweep keeps
@@ -18,9 +19,10 @@ from locedit.models.tokens import Spacing
 class Evaluator:
     """Pre/post evaluation of edits on one model.
 
-    ``essence``: compute the essence perplexity (5 sampled texts, SPEC §5.5). ``average``: average the
+    ``essence``: compute the essence perplexity (5 sampled texts, docs/algorithms.md#essence-score). ``average``:
+    average the
     paraphrase/neighborhood scores over all prompts instead of using the first (compat). ``spacing``:
-    how targets are prefixed with a space (SPEC §9.3).
+    how targets are prefixed with a space (docs/algorithms.md#tokenization).
     """
 
     def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, *, essence: bool = True,

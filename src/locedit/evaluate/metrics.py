@@ -1,7 +1,7 @@
-"""Edit-score formulas (SPEC §5.2-5.7), on plain numbers so each can be checked by hand, and the registry
+"""Edit-score formulas (docs/algorithms.md#metrics), on plain numbers so each can be checked by hand, and the registry
 of the score columns of the "edits" table.
 
-``pre`` / ``post`` are joint target probabilities (§5.1) before and after the edit. Each score column is a
+``pre`` / ``post`` are joint target probabilities (docs/algorithms.md#target-probability) before and after the edit. Each score column is a
 :class:`Metric` in :data:`METRICS`, with its label, its heading in the mean-score table and whether the
 analysis regresses it on layer and tracing effect.
 """
@@ -14,12 +14,13 @@ from typing import Iterable, Sequence
 
 from locedit.registry import Registry
 
-REWRITE_FLOOR = 2e-8  # the reference floors non-improving rewrites at 2e-8 (SPEC §9.2.6)
+REWRITE_FLOOR = 2e-8  # the reference floors non-improving rewrites at 2e-8 (docs/algorithms.md#reference-deviations)
 ESSENCE_CAP = 5.0  # perplexity increase that gives essence score 0
 
 
 def rewrite_score(pre: float, post: float) -> float:
-    """max(2e-8, (Q - P) / (1 - P)): the share of the possible rise that the edit achieved (§5.2).
+    """max(2e-8, (Q - P) / (1 - P)): the share of the possible rise that the edit achieved
+    (docs/algorithms.md#normalized-scores).
 
     P = 1 (nothing left to gain) scores as the floor unless Q also equals 1.
     """
@@ -30,19 +31,21 @@ def rewrite_score(pre: float, post: float) -> float:
 
 
 def erasure_score(pre: float, post: float) -> float:
-    """max(0, (P - Q) / P): the erased proportion of p(o_true) (Fact Erasure, §5.3); 0 when P = 0."""
+    """max(0, (P - Q) / P): the erased proportion of p(o_true) (Fact Erasure, docs/algorithms.md#normalized-scores); 0
+    when P = 0."""
     if pre <= 0.0:
         return 0.0
     return max(0.0, (pre - post) / pre)
 
 
 def neighborhood_score(pre: float, post: float) -> float:
-    """1 - |Q - P| / (0.5 + |P - 0.5|): 1 = unchanged, 0 = moved as far as possible from P (§5.2)."""
+    """1 - |Q - P| / (0.5 + |P - 0.5|): 1 = unchanged, 0 = moved as far as possible from P
+    (docs/algorithms.md#normalized-scores)."""
     return 1.0 - abs(post - pre) / (0.5 + abs(pre - 0.5))
 
 
 def essence_score(ppl_pre: float, ppl_post: float) -> float:
-    """1 - min(max(ppl_post - ppl_pre, 0), 5) / 5 (§5.5)."""
+    """1 - min(max(ppl_post - ppl_pre, 0), 5) / 5 (docs/algorithms.md#essence-score)."""
     return 1.0 - min(max(ppl_post - ppl_pre, 0.0), ESSENCE_CAP) / ESSENCE_CAP
 
 
@@ -53,19 +56,21 @@ def mean_of(values: Iterable[float | None]) -> float | None:
 
 
 def overall_score(rewrite: float | None, paraphrase: float | None, neighborhood: float | None) -> float | None:
-    """Mean of the three scores (§5.6); a score that could not be computed (no paraphrase) is left out."""
+    """Mean of the three scores (docs/algorithms.md#overall-score); a score that could not be computed (no paraphrase)
+    is left out."""
     return mean_of((rewrite, paraphrase, neighborhood))
 
 
 def overall_essence_score(rewrite: float | None, paraphrase: float | None, neighborhood: float | None,
                           essence: float | None) -> float | None:
-    """Mean of the three scores and the essence score (§5.6, Fig. 9 right)."""
+    """Mean of the three scores and the essence score (docs/algorithms.md#overall-score, Fig. 9 right)."""
     return mean_of((rewrite, paraphrase, neighborhood, essence))
 
 
 def rome_success_magnitude(logp_new: Sequence[float], logp_base: Sequence[float], *,
                            neighborhood: bool = False) -> tuple[float | None, float | None]:
-    """Original ROME metrics over a prompt list (§5.7): mean of [p_new > p_base] and of p_new - p_base.
+    """Original ROME metrics over a prompt list (docs/algorithms.md#original-rome-metrics): mean of [p_new > p_base]
+    and of p_new - p_base.
 
     For neighborhood prompts both are taken the other way round (the baseline should stay ahead).
     Success compares log-probabilities, as the reference compares summed NLLs.
@@ -85,7 +90,7 @@ class Metric:
     """A score column of the "edits" table.
 
     ``label`` names it in tables and figures; ``heading``, if set, is its column in the mean-score table;
-    ``outcome``: the analysis fits the paper's regressions to it (§6.2); ``sampled``: it is computed on
+    ``outcome``: the analysis fits the paper's regressions to it (docs/algorithms.md#regressions); ``sampled``: it is computed on
     texts sampled from the model and is missing when a sweep runs without them (essence).
     """
 

@@ -21,7 +21,6 @@ from locedit.edit.problems import PROBLEMS
 from locedit.paths import data_dir
 
 TINY_PREFIX = "tiny:"
-DATA_KEYWORDS = ("demo", "counterfact")
 COUNTERFACT_FILES = ("counterfact_mend_edit.json", "counterfact_mend_train.json", "counterfact_mend_val.json")
 
 
@@ -42,21 +41,24 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Which facts: a source, a candidate window, and the filters of SPEC §1.2."""
+    """Which facts: a source, a candidate window, and the filters of docs/algorithms.md#selection."""
 
     source: str | list[str] = Field("demo", description="'demo', 'counterfact', or a path / list of paths")
     first_n: int | None = Field(None, ge=1, description="candidates = the first N records by case_id")
     case_ids: list[int] | None = Field(None, description="candidates = exactly these case ids (after first_n)")
     known_only: bool = Field(False, description="keep only the shipped known-fact case ids for SmolLM2")
     limit: int | None = Field(None, ge=1, description="at most this many facts after the selections above")
-    correctness_filter: bool = Field(True, description="trace and edit only facts the model knows (SPEC §1.2.3)")
-    filter_mode: Literal["compat", "fixed"] = Field("compat", description="correctness continuation rule (§9.2.11)")
+    correctness_filter: bool = Field(True, description="trace and edit only facts the model knows "
+                                     "(docs/algorithms.md#correctness-filter)")
+    filter_mode: Literal["compat", "fixed"] = Field("compat", description="correctness continuation rule "
+                                                    "(docs/algorithms.md#correctness-filter)")
     erasure_threshold: float = Field(0.02, ge=0.0, lt=1.0, description="Fact Erasure needs p(o_true) > this")
     compat_skips: bool = Field(True, description="reference hard skips: case 1531 always, 1517 for some runs")
 
 
 class LocalizeConfig(_Strict):
-    """Causal tracing (SPEC §2) and optional representation zeroing (§2.8)."""
+    """Causal tracing (docs/algorithms.md#causal-tracing) and optional representation zeroing
+    (docs/algorithms.md#representation-zeroing)."""
 
     enabled: bool = True
     kinds: list[Literal["mlp", "attn", "block"]] = ["mlp"]
@@ -147,7 +149,7 @@ def _method_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 class StatsConfig(_Strict):
-    """The corpus for the second-moment statistics C of ROME and MEMIT (SPEC §3.2)."""
+    """The corpus for the second-moment statistics C of ROME and MEMIT (docs/algorithms.md#key-statistics)."""
 
     corpus: str | None = Field(None, description="a text corpus / statistics path; None = the shared WikiText files")
     n_tokens: int | None = Field(None, ge=1, description="corpus tokens per layer; None = the method table's value")

@@ -8,7 +8,6 @@ killed run never leaves a half-written manifest.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from locedit.experiment.config import ExperimentConfig, dump_toml
+from locedit.files import write_atomic
 
 MANIFEST_NAME = "manifest.json"
 _VERSIONED = ("locedit", "torch", "transformers", "numpy", "pandas", "pydantic")
@@ -95,12 +95,7 @@ def new_manifest(cfg: ExperimentConfig, device: str) -> dict[str, Any]:
 
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
     """Write atomically: a temp file in the same folder, then rename over the old manifest."""
-    path = manifest_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(manifest_path(run_dir), json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _now() -> str:

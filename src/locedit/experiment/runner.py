@@ -1,6 +1,6 @@
 """``locedit run``: trace every selected fact once, then run every (fact, method, problem, layer) edit.
 
-Order of work (SPEC §3.9, with the caches of §8.4):
+Order of work (docs/algorithms.md#edit-order, with the caches of docs/algorithms.md#caches):
 
 1. Check the config before any work: method, problem and hyperparameter names, layers against the
    model's depth, the dataset path, and that the run directory belongs to this config's hash.
@@ -33,7 +33,7 @@ from locedit.experiment.selection import select_facts
 from locedit.experiment.store import Store
 from locedit.experiment.sweep import SweepAbort, SweepSummary, Unit, progress_bar, run_units
 
-# Reference hard skips (SPEC §1.2.2), applied when data.compat_skips is on.
+# Reference hard skips (docs/algorithms.md#selection), applied when data.compat_skips is on.
 ALWAYS_SKIPPED = 1531
 MEMORY_SKIPPED = 1517
 
@@ -166,7 +166,7 @@ class Experiment:
             self._filters[f.case_id] = (bool(known), e.p_true, e.passes)
 
     def fact_row(self, fact: Fact) -> dict[str, Any]:
-        """The ``facts`` row: the knowledge filters of SPEC §1.2, computed once per fact."""
+        """The ``facts`` row: the knowledge filters of docs/algorithms.md#selection, computed once per fact."""
         self.prefilter([fact])
         known, p_true, passes = self._filters[fact.case_id]
         return {"case_id": fact.case_id, "subject": fact.subject, "prompt": fact.prompt,
@@ -190,7 +190,8 @@ class Experiment:
 
     # -- edits
     def edit_eligible(self, fact_row: dict[str, Any], method: str, problem: str) -> bool:
-        """Filters (SPEC §1.2): known fact; Fact Erasure also p(o_true) > threshold; reference skips."""
+        """Filters (docs/algorithms.md#selection): known fact; Fact Erasure also p(o_true) > threshold; reference
+        skips."""
         if self.cfg.data.correctness_filter and not fact_row["is_correct"]:
             return False
         if get_problem(problem).erasure and not fact_row["passes_erasure_filter"]:
@@ -204,9 +205,11 @@ class Experiment:
         return True
 
     def prepare_edits(self) -> dict[str, Any]:
-        """Precompute the second-moment statistics of every layer the ROME / MEMIT edits touch (SPEC §3.2).
+        """Precompute the second-moment statistics of every layer the ROME / MEMIT edits touch
+        (docs/algorithms.md#key-statistics).
 
-        Done once before any edit, outside any noise hook (SPEC §9.2.12); returns what to record in the
+        Done once before any edit, outside any noise hook (docs/algorithms.md#key-statistics); returns what to record
+        in the
         manifest (corpus, token count, layers).
         """
         from locedit.edit.methods import edit_layers, resolve_hparams

@@ -10,19 +10,19 @@ TABLES: dict[str, tuple[str, ...]] = {
     # one row per selected fact
     "facts": ("case_id", "subject", "prompt", "target_true", "target_new", "is_correct", "p_true",
               "passes_erasure_filter"),
-    # one row per traced fact x kind x window (SPEC §2.5)
+    # one row per traced fact x kind x window (docs/algorithms.md#causal-tracing)
     "trace_points": ("case_id", "kind", "window", "n_tokens", "s0", "s1", "p_clean", "p_noise", "p_high",
                      "noise_sigma", "samples"),
     # the grid, long format: tokens s0..T-1 (tokens before s0 are implied at p_noise)
     "trace_cells": ("case_id", "kind", "window", "token", "layer", "p_restored"),
-    # per-layer collapse (SPEC §2.6): te = max over tokens of clipped fraction restored (p_high
+    # per-layer collapse (docs/algorithms.md#tracing-effects): te = max over tokens of clipped fraction restored (p_high
     # denominator), te_clean the same with p_clean, abs_effect = max over tokens of p_restored - p_noise,
     # te_last / abs_last at the last subject token (fraction unclipped), corruption_effect = p_noise - p_high
     "trace_layers": ("case_id", "kind", "window", "layer", "te", "te_clean", "abs_effect", "te_last", "abs_last",
                      "corruption_effect"),
-    # representation zeroing per layer (SPEC §2.8)
+    # representation zeroing per layer (docs/algorithms.md#representation-zeroing)
     "zeroing_layers": ("case_id", "window", "layer", "z_subject", "z_all"),
-    # one row per (fact, method, problem, central layer) edit (SPEC §3.9, §5)
+    # one row per (fact, method, problem, central layer) edit (docs/algorithms.md#edit-order, #metrics)
     "edits": ("case_id", "method", "problem", "layer", "layers", "target_new", "request_baseline",
               "rewrite_pre", "rewrite_post", "paraphrase_pre", "paraphrase_post", "neighborhood_pre",
               "neighborhood_post", "rewrite_score", "paraphrase_score", "neighborhood_score", "essence_score",

@@ -1,4 +1,5 @@
-"""Which facts an experiment uses (SPEC §1.2): source, first N, explicit ids, shipped known ids, limit.
+"""Which facts an experiment uses (docs/algorithms.md#selection): source, first N, explicit ids, shipped known ids,
+limit.
 
 The model-dependent filters (correctness, Fact Erasure probability) are not applied here: they run once
 per fact inside its trace unit and are cached in the ``facts`` table.

@@ -22,8 +22,6 @@ from locedit.experiment.schema import TABLES
 
 DB_NAME = "results.sqlite"
 
-UNITS_COLUMNS = ("unit", "kind", "case_id", "status", "seconds", "finished_at")
-
 # Natural keys: a second row with the same key is a bug (or a unit written twice) and is refused.
 UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
     "facts": ("case_id",),

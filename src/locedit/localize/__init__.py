@@ -1,4 +1,5 @@
-"""Localization: causal tracing and representation zeroing (SPEC §2), exact oracle and fast engine."""
+"""Localization: causal tracing and representation zeroing (docs/algorithms.md#causal-tracing), exact oracle and fast
+engine."""
 
 from locedit.localize.batch import SUMMARY_COLUMNS, trace_facts
 from locedit.localize.benchmark import bench_trace

@@ -1,4 +1,5 @@
-"""Causal tracing (SPEC §2) and representation zeroing (§2.8): thin configurations of the patch engine.
+"""Causal tracing (docs/algorithms.md#causal-tracing) and representation zeroing
+(docs/algorithms.md#representation-zeroing): thin configurations of the patch engine.
 
 ``trace``: corrupt the subject embeddings with seeded Gaussian noise (the same draws for every cell of
 the fact), restore clean site outputs over windows, measure p(target). ``zero``: no corruption, set
@@ -85,7 +86,7 @@ def zero(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact_or_prompt: F
          target: str | None = None, *, settings: TraceSettings | None = None, windows: Sequence[int] | None = None,
          kind: str | None = None, engine: Engine | None = None, max_rows: int | None = None) -> ZeroingResult:
     """Representation zeroing of one fact: p(target) with the ``kind`` output at one token set to 0 over a window,
-    for every prompt token x centre layer (SPEC §2.8).
+    for every prompt token x centre layer (docs/algorithms.md#representation-zeroing).
 
     ``settings`` gives the kind (exactly one), windows, engine and max_rows; keyword arguments override them.
 

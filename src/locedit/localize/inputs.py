@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
 from locedit.models.families import family_for
-from locedit.models.tokens import encode, subject_span, target_ids
+from locedit.models.tokens import context_length, encode, subject_span, target_ids
 
 
 class TargetWarning(UserWarning):
@@ -42,14 +42,6 @@ class TracedFact:
     @property
     def ids(self) -> tuple[int, ...]:
         return self.prompt_ids + self.target_ids
-
-
-def context_length(model: PreTrainedModel) -> int | None:
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-        if isinstance(getattr(cfg, name, None), int):
-            return int(getattr(cfg, name))
-    return None
 
 
 def check_windows(model: PreTrainedModel, windows: Sequence[int]) -> None:

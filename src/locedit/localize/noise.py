@@ -1,9 +1,11 @@
-"""The tracing noise level sigma (SPEC §2.3): a per-model table, else 3 x std of subject-token embeddings.
+"""The tracing noise level sigma (docs/algorithms.md#noise-level): a per-model table, else 3 x std of subject-token
+embeddings.
 
 The reference hard-codes GPT-J 0.094 and GPT2-XL 0.1. Any other model gets ROME's rule: 3 x the
 standard deviation of all elements of the token-embedding rows of the subject tokens of every
 ``known_1000.json`` subject (each tokenized alone, no leading space). That value is computed once per
-model and cached as JSON under ``cache_dir("noise")``, keyed by a fingerprint of the embedding matrix.
+model and cached as checksummed JSON under ``cache_dir("noise")`` (a damaged file is reported and
+recomputed), keyed by a fingerprint of the embedding matrix.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
+from locedit.models.presets import preset_noise_sigma
 from locedit.models.tokens import encode
 from locedit.paths import cache_dir, data_dir
 
@@ -28,12 +32,7 @@ class NoiseLevelError(RuntimeError):
 
 def table_sigma(model: PreTrainedModel) -> float | None:
     """The hard-coded reference sigma of this model (GPT-J 0.094, GPT2-XL 0.1), or None."""
-    fam = family_for(model)
-    if fam.name == "gptj":
-        return 0.094
-    if fam.name == "gpt2" and fam.n_layers(model) == 48:  # GPT2-XL
-        return 0.1
-    return None
+    return preset_noise_sigma(model)
 
 
 def sigma_from_subjects(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subjects: Sequence[str]) -> float:
@@ -77,12 +76,11 @@ def noise_level(model: PreTrainedModel, tok: PreTrainedTokenizerBase, override: 
     if fixed is not None:
         return fixed
     path = cache_dir("noise") / f"{_fingerprint(model, tok)}.json"
-    if path.exists():
-        return float(json.loads(path.read_text())["sigma"])
+    cached = read_checked(path)
+    if cached is not None:
+        return float(json.loads(cached)["sigma"])
     subjects = _known_subjects()
     sigma = sigma_from_subjects(model, tok, subjects)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"sigma": sigma, "rule": "3 x std of known_1000 subject-token embeddings",
-                               "n_subjects": len(subjects), "model": str(model.config._name_or_path)}))
-    tmp.replace(path)
+    write_checked(path, json.dumps({"sigma": sigma, "rule": "3 x std of known_1000 subject-token embeddings",
+                                    "n_subjects": len(subjects), "model": str(model.config._name_or_path)}).encode())
     return sigma

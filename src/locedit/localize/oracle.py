@@ -1,6 +1,6 @@
 """The slow, obviously-correct patch grid: one full forward pass per (token, centre layer) cell.
 
-Exactly the reference procedure (SPEC §2.5): a batch of ``1 + samples`` identical rows, row 0 clean,
+Exactly the reference procedure (docs/algorithms.md#causal-tracing): a batch of ``1 + samples`` identical rows, row 0 clean,
 rows 1.. corrupted by the embedding noise; at cell (t, c) edits overwrite the site output of rows 1..
 at token t in every layer of the window with row 0's value (``clean``) or with 0 (``zero``), and the
 measure is the mean over rows 1.. of the joint target probability. Nothing is cached between cells.

@@ -1,6 +1,7 @@
 """What a patching run is made of: what to corrupt, what to restore (or zero) where, and what to measure.
 
-Causal tracing (SPEC §2) and representation zeroing (§2.8) are both "patch grids": for every cell
+Causal tracing (docs/algorithms.md#causal-tracing) and representation zeroing
+(docs/algorithms.md#representation-zeroing) are both "patch grids": for every cell
 (token t, centre layer c) and every :class:`Restore`, overwrite a site's output (:data:`KIND_SITES`) at
 token t in the layers of the clipped window around c, and measure the mean joint probability of the
 target tokens over the corrupted samples. Two engines compute a grid from the same :class:`PatchProblem`:
@@ -51,7 +52,7 @@ class Restore:
         return f"{self.kind}:{self.window}" if self.value == "clean" else f"zero-{self.kind}:{self.window}"
 
     def layers(self, centre: int, n_layers: int) -> tuple[int, int]:
-        """Half-open layer range [l0, l1) restored for ``centre`` (clipped at both ends, SPEC §2.4)."""
+        """Half-open layer range [l0, l1) restored for ``centre`` (clipped at both ends, docs/algorithms.md#windows)."""
         ls = window_layers(centre, self.window, n_layers)
         return ls[0], ls[-1] + 1
 

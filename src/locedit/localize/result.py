@@ -109,7 +109,8 @@ class _Localization:
 
 @dataclass
 class TraceResult(_Localization):
-    """Causal tracing of one fact (SPEC §2.5-2.6). Grids are p_restored over tokens s0..T-1 x layers."""
+    """Causal tracing of one fact (docs/algorithms.md#causal-tracing). Grids are p_restored over tokens s0..T-1 x
+    layers."""
 
     p_noise: float = float("nan")
 
@@ -117,7 +118,8 @@ class TraceResult(_Localization):
         return super()._scalars() | {"p_noise": self.p_noise}
 
     def p_high(self, kind: str = "mlp", window: int = 5) -> float:
-        """max(p_clean, max restored) — the reference's fractional denominator base (SPEC §2.5.4)."""
+        """max(p_clean, max restored) — the reference's fractional denominator base
+        (docs/algorithms.md#causal-tracing)."""
         return max(self.p_clean, float(self.grid(kind, window).max()))
 
     def full_grid(self, kind: str = "mlp", window: int = 5) -> np.ndarray:
@@ -158,7 +160,8 @@ class TraceResult(_Localization):
         return eff / denom if denom > 0 else np.zeros_like(eff)
 
     def peak_cells(self, kind: str = "mlp", window: int = 5) -> list[tuple[int, int]]:
-        """(token, layer) of every cell at the maximal positive restore effect (ties kept, SPEC §2.6)."""
+        """(token, layer) of every cell at the maximal positive restore effect (ties kept,
+        docs/algorithms.md#tracing-effects)."""
         eff = self.restore_effect(kind, window)
         top = eff.max()
         if not top > 0:
@@ -202,7 +205,8 @@ class TraceResult(_Localization):
 
 @dataclass
 class ZeroingResult(_Localization):
-    """Representation zeroing of one fact (SPEC §2.8). Grids are p_zeroed over all tokens 0..T-1 x layers."""
+    """Representation zeroing of one fact (docs/algorithms.md#representation-zeroing). Grids are p_zeroed over all
+    tokens 0..T-1 x layers."""
 
     def zeroing_effect(self, window: int = 5, kind: str = "mlp") -> np.ndarray:
         """[T, L] Z = clip((p_clean - p_zeroed) / p_clean, 0, 1)."""

@@ -40,7 +40,8 @@ def greedy_generate(
 
 
 def clean_sampled_text(text: str, eos_text: str | None) -> str:
-    """NFKD-normalize, turn blank-line breaks into spaces and drop the eos text (SPEC §3.1, §5.5)."""
+    """NFKD-normalize, turn blank-line breaks into spaces and drop the eos text (docs/algorithms.md#context-templates,
+    #essence-score)."""
     text = unicodedata.normalize("NFKD", text).replace("\n\n", " ")
     return text.replace(eos_text, "") if eos_text else text
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from locedit.files import checked_folder
 from locedit.models.families import family_for
 from locedit.paths import cache_dir
 
@@ -72,24 +73,18 @@ def embedded_gguf_path() -> Path:
 def embedded_model_dir() -> Path:
     """The dequantized embedded model as a safetensors folder, converted once and cached.
 
-    Conversion writes to a private folder and renames files into place; a ``complete`` marker is
-    written last, so concurrent first loads never read a half-written cache.
+    Conversion writes to a private folder and renames files into place; a ``complete`` record of every
+    file's size and SHA-256 is written last and checked on every call, so a half-written, truncated or
+    corrupted cache is never read: it is reported (naming the file) and converted again.
     """
-    target = cache_dir("models", EMBEDDED)
-    marker = target / "complete"
-    if marker.exists():
-        return target
-    gguf = embedded_gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tmp = target.parent / f".{EMBEDDED}.{os.getpid()}.partial"
-    _save_dequantized(model, tmp)
-    tok.save_pretrained(tmp)
-    for f in tmp.iterdir():
-        f.replace(target / f.name)
-    tmp.rmdir()
-    marker.write_text(str(gguf))
-    return target
+    def convert(folder: Path) -> None:
+        gguf = embedded_gguf_path()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        _save_dequantized(model, folder)
+        tok.save_pretrained(folder)
+
+    return checked_folder(cache_dir("models", EMBEDDED), convert)
 
 
 def _save_dequantized(model: PreTrainedModel, folder: Path) -> None:

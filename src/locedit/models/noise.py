@@ -1,4 +1,5 @@
-"""Gaussian noise on subject token embeddings, for causal tracing, Fact Forcing edits and evaluation (SPEC §3.8, §5.4).
+"""Gaussian noise on subject token embeddings, for causal tracing, Fact Forcing edits and evaluation
+(docs/algorithms.md#fact-forcing-noise, #normalized-scores).
 
 One :class:`SubjectNoise` is an edit of the ``embed_output`` site (:mod:`locedit.models.interventions`). Each forward pass with more than
 one position gets ``sigma * eps`` added at each row's subject span, ``eps`` drawn in float64 from the

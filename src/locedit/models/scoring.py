@@ -1,4 +1,5 @@
-"""Batched target scoring (SPEC §5.1): joint log-probability of a multi-token target after a prefix.
+"""Batched target scoring (docs/algorithms.md#target-probability): joint log-probability of a multi-token target after
+a prefix.
 
 Sequences are right-padded with an attention mask, so batched scores equal unbatched ones.
 """

@@ -5,10 +5,13 @@ They share the embedded SmolLM2 tokenizer (byte-level BPE), so tests tokenize re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig,
                           PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config)
 
+from locedit.files import checked_folder
 from locedit.models.loading import embedded_gguf_path, prepare_model, prepare_tokenizer
 from locedit.paths import cache_dir
 
@@ -35,11 +38,12 @@ TINY_FAMILIES = tuple(_configs(0))
 
 
 def embedded_tokenizer() -> PreTrainedTokenizerBase:
-    """The SmolLM2 tokenizer, read from the GGUF once and cached as a tokenizer folder."""
-    folder = cache_dir("tokenizers", "smollm2-135m")
-    if not (folder / "tokenizer.json").exists():
+    """The SmolLM2 tokenizer, read from the GGUF once and cached as a checked tokenizer folder."""
+    def extract(tmp: Path) -> None:
         gguf = embedded_gguf_path()
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+
+    folder = checked_folder(cache_dir("tokenizers", "smollm2-135m"), extract)
     return prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
 
 

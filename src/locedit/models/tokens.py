@@ -1,10 +1,11 @@
-"""Tokenization rules of SPEC §2.2, §3.3, §5.1 and §9.3: subject spans, subject-last index, targets."""
+"""Tokenization rules of docs/algorithms.md#subject-span, #subject-last-index, #target-probability, #tokenization:
+subject spans, subject-last index, targets."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from unidecode import unidecode
 
 Spacing = Literal["fixed", "compat"]
@@ -76,7 +77,8 @@ def _ascii_offsets(tok: PreTrainedTokenizerBase, ids: list[int]) -> tuple[str, l
 
 
 def subject_span(tok: PreTrainedTokenizerBase, prompt: str, subject: str) -> tuple[int, int]:
-    """Half-open token span [s0, s1) of the first occurrence of ``subject`` in ``prompt`` (SPEC §2.2)."""
+    """Half-open token span [s0, s1) of the first occurrence of ``subject`` in ``prompt``
+    (docs/algorithms.md#subject-span)."""
     ids = encode(tok, prompt)
     span = _span_in(tok, ids, subject, ascii_mode=False) or _span_in(tok, ids, subject, ascii_mode=True)
     if span is None:
@@ -84,8 +86,30 @@ def subject_span(tok: PreTrainedTokenizerBase, prompt: str, subject: str) -> tup
     return span
 
 
+def subject_spans(tok: PreTrainedTokenizerBase, prompts: Sequence[str], subject: str) -> list[tuple[int, int] | None]:
+    """:func:`subject_span` of ``subject`` in each prompt; None where it does not occur (e.g. a neighborhood
+    prompt, which names another subject)."""
+    spans: list[tuple[int, int] | None] = []
+    for prompt in prompts:
+        try:
+            spans.append(subject_span(tok, prompt, subject))
+        except SubjectNotFoundError:
+            spans.append(None)
+    return spans
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The longest sequence ``model`` accepts, from its config (max_position_embeddings, n_positions or
+    n_ctx), or None when the config names none."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def subject_last_index(tok: PreTrainedTokenizerBase, template: str, subject: str) -> int:
-    """Index of the subject's last token in ``template.format(subject)`` (SPEC §3.3).
+    """Index of the subject's last token in ``template.format(subject)`` (docs/algorithms.md#subject-last-index).
 
     Falls back to the decode-and-concatenate span when the prefix does not end in a space.
     """

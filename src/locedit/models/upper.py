@@ -1,4 +1,4 @@
-"""Forwards of a fixed batch that skip the blocks below a layer (SPEC §8.4: nothing is recomputed that
+"""Forwards of a fixed batch that skip the blocks below a layer (docs/algorithms.md#caches: nothing is recomputed that
 does not depend on the edit).
 
 ROME's v*, MEMIT's z and constrained fine-tuning optimise something at layer ℓ or above, so every step's
