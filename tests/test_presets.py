@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from locedit.edit.hparams import resolve_hparams, table_key
+from locedit.edit.methods import resolve_hparams, table_key
 from locedit.localize.noise import table_sigma
 from locedit.models import tiny
 from locedit.models.presets import DEFAULT, GPTJ, HPARAM_TABLES, NOISE_SIGMA, preset_key, preset_noise_sigma
