@@ -34,10 +34,10 @@ def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: 
     table1 = result.table("table1")
     typer.echo(table1.markdown() if table1 else "Table 1 needs ROME Error Injection edits with tracing effects.")
     key = result.summary.get("key_numbers", {})
-    if "mean_r2_layer_rewrite" in key:
+    if key.get("mean_r2_layer_rewrite") is not None and key.get("mean_r2_trace_rewrite") is not None:
         typer.echo(f"Mean R² over {key['conditions']} conditions (rewrite): Layer {key['mean_r2_layer_rewrite']:.3f}, "
                    f"Tracing {key['mean_r2_trace_rewrite']:.3f}; F-test p < 1e-4 in {key['conditions_p_below_1e-4']}.")
-    if "max_diff_rewrite" in key:
+    if key.get("max_diff_rewrite") and key["max_diff_rewrite"].get("diff") is not None:
         m = key["max_diff_rewrite"]
         typer.echo(f"Largest Diff (rewrite): {m['diff']:.3f} for {m['method']} {m['problem']}.")
     conc = result.summary["concentrated"]
