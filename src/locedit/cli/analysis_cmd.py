@@ -7,16 +7,23 @@ from typing import Optional
 
 import typer
 
-from locedit.cli.common import JsonOpt, cli_errors, console, print_json
+from locedit.cli.common import CliError, JsonOpt, check_output_dir, check_range, cli_errors, console, print_json
 
 RunDirArg = typer.Argument(..., help="Run directory holding results.sqlite and manifest.json.")
 WindowOpt = typer.Option(None, "--window", "-w", help="Tracing window of the effects (default: 5 if traced).")
 KindOpt = typer.Option("mlp", "--kind", help="Traced site kind: mlp, attn or block.")
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    if not (run_dir / "results.sqlite").exists():
-        raise FileNotFoundError(run_dir / "results.sqlite")
+def _check_run_dir(run_dir: Path, window: Optional[int], kind: str) -> None:
+    """A run directory with a database, writable for the outputs; a known kind and a positive window."""
+    from locedit.localize.patching import KINDS
+
+    if not (run_dir / "results.sqlite").is_file():
+        raise CliError(f"{run_dir} is not a run directory (no results.sqlite); give the --out of a `locedit run`")
+    if kind not in KINDS:
+        raise CliError(f"unknown --kind {kind!r}; use one of {', '.join(KINDS)}")
+    check_range("--window", window, 1)
+    check_output_dir("RUN_DIR", run_dir)
 
 
 def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: str = KindOpt,
@@ -25,7 +32,7 @@ def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: 
     """Fit the paper's regressions, write Tables 1–8 (CSV, Markdown) and figures (PNG, SVG) to RUN_DIR/analysis."""
     from locedit.analysis import analyze as run_analysis
 
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, window, kind)
     with console.status("analysing ..."):
         result = run_analysis(run_dir, window=window, kind=kind, figures=figures)
     if json_out:
@@ -55,7 +62,7 @@ def report(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: s
     """Write RUN_DIR/report.html: one self-contained page with tables, figures, manifest and deviations."""
     from locedit.analysis import write_report
 
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, window, kind)
     with console.status("analysing and writing the report ..."):
         path = write_report(run_dir, window=window, kind=kind)
     if json_out:
