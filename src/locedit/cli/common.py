@@ -150,10 +150,10 @@ def check_range(flag: str, value: Optional[int | float], low: float | None = Non
     """``low <= value <= high`` (either bound optional); None passes."""
     if value is None:
         return
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (f"between {low} and {high}" if low is not None and high is not None
-                  else f">= {low}" if low is not None else f"<= {high}")
-        raise CliError(f"{flag} must be {bounds}, got {value}")
+    if low is not None and value < low:
+        raise CliError(f"{flag} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise CliError(f"{flag} must be <= {high}, got {value}")
 
 
 def check_input(flag: str, path: Optional[Path], folder_ok: bool = True) -> None:

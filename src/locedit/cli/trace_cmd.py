@@ -115,7 +115,9 @@ def check_trace_options(model: str, device: str, dtype: str, kinds: list[str], w
         raise CliError(f"--noise must be > 0, got {noise}")
     n_layers = model_layers(model)
     for w in windows:
-        check_range("--window", w, 1, n_layers)
+        if not 1 <= w <= n_layers:
+            raise CliError(f"--window {w} does not fit the model's {n_layers} layers; use a window between 1 and "
+                           f"{n_layers}")
 
 
 def trace_command(
@@ -146,7 +148,7 @@ def trace_command(
         check_text("--prompt", prompt)
         check_text("--subject", subject)
         if subject not in prompt:
-            raise CliError(f"subject {subject!r} does not occur in the prompt {prompt!r}; fix --subject")
+            raise CliError(f"subject {subject!r} not found in prompt {prompt!r}; fix --subject")
         if target is not None and not target.strip():
             raise CliError("--target is empty; give the target text or leave it out to trace the greedy token")
     check_input("--dataset", dataset)
