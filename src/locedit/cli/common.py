@@ -162,7 +162,7 @@ def check_input(flag: str, path: Optional[Path], folder_ok: bool = True) -> None
         return
     p = Path(path)
     if not p.exists():
-        raise CliError(f"{flag} {p}: no such file or folder; check the path")
+        raise CliError(f"{flag} {p} does not exist; check the path")
     if not folder_ok and p.is_dir():
         raise CliError(f"{flag} {p} is a folder; give a file")
 
