@@ -12,6 +12,7 @@ from locedit.edit.methods import resolve_hparams
 from locedit.edit.methods import apply_edit
 from locedit.edit.request import EditRequest
 from locedit.edit.stats import SecondMoments
+from locedit.models import TINY_FAMILIES, tiny
 
 FAST = {"rome": {"v_num_grad_steps": 2}, "memit": {"v_num_grad_steps": 2, "mom2_update_weight": 50.0},
         "ft-1": {"num_steps": 2, "norm_constraint": 1e-2, "loss_threshold": 1e-6},
@@ -80,3 +81,43 @@ def test_handle_restore_is_idempotent_and_accumulates(tiny_llama):
     with pytest.raises(ValueError, match="shape"):
         EditHandle(model, {name: delta.T})
     assert weights_equal(model, snap)
+
+
+# -- restore at scale: 1,000 mixed edits over every tiny family ---------------------------------------
+REQUESTS = {  # problem -> (objective, which target, subject noise), the request shape each problem edits with
+    "error-injection": ("maximize", "Paris", None), "tracing-reversal": ("maximize", "French", 0.3),
+    "fact-erasure": ("minimize", "French", None), "fact-amplification": ("maximize", "French", None),
+    "fact-forcing": ("maximize", "French", 0.3)}
+EDITS_PER_FAMILY = 200
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    """Clones of every parameter and every buffer."""
+    return {f"{kind}:{name}": t.detach().clone()
+            for kind, items in (("param", model.named_parameters()), ("buffer", model.named_buffers()))
+            for name, t in items}
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_thousand_mixed_edits_over_every_family_restore_every_tensor_bitwise(family, tmp_path):
+    """200 edits per family x 5 families: every method, every problem, every layer, then bitwise equality."""
+    model, tok = tiny(family)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(f"paragraph {i} about rivers, cities and painters of the north." * 3
+                                  for i in range(40)))
+    stats = SecondMoments(model, tok, corpus, 1200)
+    before = state(model)
+    combos = itertools.cycle(itertools.product(FAST, REQUESTS, range(6)))
+    changed = 0
+    for i, (method, problem, layer) in zip(range(EDITS_PER_FAMILY), combos):
+        objective, target, sigma = REQUESTS[problem]
+        hp = resolve_hparams(method, model, problem, FAST[method])
+        req = EditRequest("The mother tongue of Danielle Darrieux is", "Danielle Darrieux", target,
+                          objective=objective, noise_sigma=sigma)
+        with apply_edit(model, tok, req, method, layer, hparams=hp, stats=stats):
+            changed += any(not torch.equal(p, before[f"param:{n}"]) for n, p in model.named_parameters())
+    after = state(model)
+    assert after.keys() == before.keys()
+    assert [n for n in before if not torch.equal(before[n], after[n])] == []
+    # a fine-tuning edit whose loss starts below its threshold leaves the weights as they are
+    assert changed >= 0.85 * EDITS_PER_FAMILY

@@ -126,3 +126,96 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     uninterrupted = subprocess.run(run_cmd(config, whole), capture_output=True, text=True, env=env, timeout=600)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
     assert comparable(killed) == comparable(whole)
+
+
+# -- SIGKILL at many points ------------------------------------------------------------------------
+# SQLite-style crash testing: the runner passes named checkpoints (locedit.experiment.killpoints) before,
+# inside and after every unit's transaction and around statistics and analysis. An uninterrupted run logs
+# them; a seeded, stratified schedule of KILL_POINTS of them (one per stretch of the run's life, so the
+# kills are spread over all of it) is then hit one after another, resuming after each kill.
+
+KILL_POINTS = 22
+KILL_SEED = int(os.environ.get("LOCEDIT_KILL_SEED", "13"))
+TIMING_COLUMNS = ("edit_seconds", "eval_seconds")
+
+
+def write_sweep_config(folder: Path) -> Path:
+    """Tracing (with zeroing), all four methods, two problems, one layer, and the analysis."""
+    facts = folder / "facts.json"
+    facts.write_text(json.dumps([f.to_dict() for f in FACTS[:2]]))
+    fast = {"rome": {"v_num_grad_steps": 3}, "memit": {"v_num_grad_steps": 3}, "ft-1": {"num_steps": 3},
+            "ft-5": {"num_steps": 3}}
+    cfg = parse_config({
+        "name": "killpoints", "model": {"name": "tiny:llama"},
+        "data": {"source": str(facts), "correctness_filter": False},
+        "localize": {"windows": [3], "samples": 3, "zeroing": True},
+        "edit": {"methods": list(fast), "problems": ["error-injection", "tracing-reversal"], "layers": [3],
+                 "essence": False, "hparams": fast},
+        "stats": {"n_tokens": 2000},
+        "analysis": {"analyze": True, "report": False},
+    })
+    path = folder / "killpoints.toml"
+    path.write_text(dump_toml(cfg))
+    return path
+
+
+def kill_schedule(names: list[str], n: int, seed: int) -> list[str]:
+    """One checkpoint drawn from each of ``n`` equal stretches of the run, plus one kill inside the analysis."""
+    import random
+
+    rng = random.Random(seed)
+    life = [name for name in names if not name.startswith(("analysis:", "run:done"))]
+    bounds = [round(i * len(life) / (n - 1)) for i in range(n)]
+    points = [life[rng.randrange(lo, hi)] for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+    return points + ["analysis:start+0.3"]
+
+
+def exact_tables(run_dir: Path) -> dict:
+    """Every result table sorted by its key, timing columns dropped, values exact (no rounding)."""
+    out = {}
+    for table, df in read_frames(run_dir).items():
+        df = df.drop(columns=[c for c in TIMING_COLUMNS if c in df.columns])
+        out[table] = df.sort_values(list(UNIQUE_KEYS[table])).reset_index(drop=True)
+    return out
+
+
+def assert_tables_equal(a: dict, b: dict) -> None:
+    import pandas as pd
+
+    assert a.keys() == b.keys()
+    for table in a:
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=True, obj=table)
+
+
+def test_sigkill_at_many_checkpoints_loses_and_duplicates_nothing(tmp_path):
+    config = write_sweep_config(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "checkpoints.log"
+    whole = subprocess.run(run_cmd(config, tmp_path / "whole"), capture_output=True, text=True, timeout=600,
+                           env={**env, "LOCEDIT_CHECKPOINT_LOG": str(log)})
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    names = log.read_text().split()
+    assert len(names) == len(set(names)), "checkpoint names must be unique within a run"
+    assert any(n.endswith(":rows-inserted") for n in names) and "analysis:start" in names
+
+    schedule = kill_schedule(names, KILL_POINTS, KILL_SEED)
+    assert len(schedule) >= 20
+    assert any(p.endswith((":rows-inserted", ":before-commit")) for p in schedule), "no kill inside a transaction"
+    killed = tmp_path / "killed"
+    db = killed / "results.sqlite"
+    done: set[str] = set()
+    for i, point in enumerate(schedule):
+        proc = subprocess.run(run_cmd(config, killed), capture_output=True, text=True, timeout=600,
+                              env={**env, "LOCEDIT_KILL_AT": point})
+        context = f"kill {i} at {point} (seed {KILL_SEED}, schedule {schedule})"
+        assert proc.returncode == -signal.SIGKILL, f"{context}: the run was not killed\n{proc.stderr[-2000:]}"
+        if db.exists():
+            units = set(assert_consistent(db))
+            assert done <= units, f"{context}: a completed unit was lost"
+            done = units
+
+    final = subprocess.run(run_cmd(config, killed), capture_output=True, text=True, timeout=600, env=env)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert json.loads(final.stdout)["failed"] == 0
+    assert set(assert_consistent(db)) == set(assert_consistent(tmp_path / "whole" / "results.sqlite"))
+    assert_tables_equal(exact_tables(killed), exact_tables(tmp_path / "whole"))

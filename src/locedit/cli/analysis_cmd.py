@@ -7,16 +7,23 @@ from typing import Optional
 
 import typer
 
-from locedit.cli.common import JsonOpt, cli_errors, console, print_json
+from locedit.cli.common import CliError, JsonOpt, check_output_dir, check_range, cli_errors, console, print_json
 
 RunDirArg = typer.Argument(..., help="Run directory holding results.sqlite and manifest.json.")
 WindowOpt = typer.Option(None, "--window", "-w", help="Tracing window of the effects (default: 5 if traced).")
 KindOpt = typer.Option("mlp", "--kind", help="Traced site kind: mlp, attn or block.")
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    if not (run_dir / "results.sqlite").exists():
-        raise FileNotFoundError(run_dir / "results.sqlite")
+def _check_run_dir(run_dir: Path, window: Optional[int], kind: str) -> None:
+    """A run directory with a database, writable for the outputs; a known kind and a positive window."""
+    from locedit.localize.patching import KINDS
+
+    if not (run_dir / "results.sqlite").is_file():
+        raise CliError(f"{run_dir} is not a run directory (no results.sqlite); give the --out of a `locedit run`")
+    if kind not in KINDS:
+        raise CliError(f"unknown --kind {kind!r}; use one of {', '.join(KINDS)}")
+    check_range("--window", window, 1)
+    check_output_dir("RUN_DIR", run_dir)
 
 
 def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: str = KindOpt,
@@ -25,7 +32,7 @@ def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: 
     """Fit the paper's regressions, write Tables 1–8 (CSV, Markdown) and figures (PNG, SVG) to RUN_DIR/analysis."""
     from locedit.analysis import analyze as run_analysis
 
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, window, kind)
     with console.status("analysing ..."):
         result = run_analysis(run_dir, window=window, kind=kind, figures=figures)
     if json_out:
@@ -34,10 +41,10 @@ def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: 
     table1 = result.table("table1")
     typer.echo(table1.markdown() if table1 else "Table 1 needs ROME Error Injection edits with tracing effects.")
     key = result.summary.get("key_numbers", {})
-    if "mean_r2_layer_rewrite" in key:
+    if key.get("mean_r2_layer_rewrite") is not None and key.get("mean_r2_trace_rewrite") is not None:
         typer.echo(f"Mean R² over {key['conditions']} conditions (rewrite): Layer {key['mean_r2_layer_rewrite']:.3f}, "
                    f"Tracing {key['mean_r2_trace_rewrite']:.3f}; F-test p < 1e-4 in {key['conditions_p_below_1e-4']}.")
-    if "max_diff_rewrite" in key:
+    if key.get("max_diff_rewrite") and key["max_diff_rewrite"].get("diff") is not None:
         m = key["max_diff_rewrite"]
         typer.echo(f"Largest Diff (rewrite): {m['diff']:.3f} for {m['method']} {m['problem']}.")
     conc = result.summary["concentrated"]
@@ -55,7 +62,7 @@ def report(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: s
     """Write RUN_DIR/report.html: one self-contained page with tables, figures, manifest and deviations."""
     from locedit.analysis import write_report
 
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, window, kind)
     with console.status("analysing and writing the report ..."):
         path = write_report(run_dir, window=window, kind=kind)
     if json_out:

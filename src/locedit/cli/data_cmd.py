@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from locedit.cli.common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+from locedit.cli.common import (DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, check_device, check_dtype, check_input,
+                                check_output_file, cli_errors, console, load, print_json)
 
 data_app = typer.Typer(help="Datasets: inspect and validate files, find the facts a model knows, download.",
                        no_args_is_help=True)
@@ -65,6 +66,12 @@ def known(
     from locedit.data import default_dataset, load_facts
     from locedit.data.known import assess_facts, save_known_ids
 
+    check_input("--dataset", dataset)
+    for flag, path in (("--cache", cache), ("--save-known", save_known)):
+        if path is not None:
+            check_output_file(flag, path)
+    check_device(device)
+    check_dtype(dtype)
     facts = (load_facts(dataset) if dataset else default_dataset())[:limit]
     net, tok = load(model, device, dtype)
     start = time.perf_counter()

@@ -8,11 +8,14 @@ import re
 import statistics
 import time
 from datetime import date
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from locedit.cli.common import CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+from locedit.cli.common import (CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, check_device, check_dtype,
+                                check_fits_context, check_input, check_layer, check_range, check_text, cli_errors,
+                                console, load, print_json)
 from locedit.registry import LiveText, Registry
 
 
@@ -77,6 +80,20 @@ def _cli_fact(model, tok, prompt, subject, target_new, target_true, paraphrases,
     return replace(fact, neighborhood_target=neighbor_target.strip() if neighbor_target else None)
 
 
+def _check_cli_fact(prompt, subject, target_new, target_true, paraphrases, neighbors, neighbor_target) -> None:
+    """The command-line fact's texts: non-empty where given, the subject inside the prompt."""
+    check_text("--prompt", prompt)
+    check_text("--subject", subject)
+    if subject not in prompt:
+        raise CliError(f"subject {subject!r} does not occur in the prompt {prompt!r}; fix --subject")
+    for flag, text in (("--target-new", target_new), ("--target-true", target_true),
+                       ("--neighbor-target", neighbor_target)):
+        check_text(flag, text, max_chars=1000)
+    for flag, texts in (("--paraphrase", paraphrases), ("--neighbor", neighbors)):
+        for text in texts or ():
+            check_text(flag, text)
+
+
 # -- locedit edit --------------------------------------------------------------------------------------
 
 def _prompt_rows(prepared, pre, post, neighbor_true: Optional[tuple[list[float], list[float]]]) -> list[dict]:
@@ -123,18 +140,31 @@ def edit(
     """Edit one fact, then show target probabilities, generations and scores before and after."""
     from locedit.edit.api import default_layer, session_for
 
-    _problems().get(problem)  # fail on bad names before loading the model
+    from locedit.edit.problems import O_NOISE_MODES
+
+    _problems().get(problem)  # fail on bad input before loading the model
     _methods().get(method)
-    if generate < 0:
-        raise CliError(f"--generate must be >= 0, got {generate}")
+    check_range("--generate", generate, 0, 1000)
+    if o_noise_mode not in O_NOISE_MODES:
+        raise CliError(f"unknown --o-noise-mode {o_noise_mode!r}; use one of {', '.join(O_NOISE_MODES)}")
+    if noise is not None and not noise > 0:
+        raise CliError(f"--noise must be > 0, got {noise}")
     if fact_id is None and (not prompt or not subject):
         raise CliError("give --prompt and --subject, or --fact-id (with --dataset)")
+    if fact_id is None:
+        _check_cli_fact(prompt, subject, target_new, target_true, paraphrase, neighbor, neighbor_target)
+    check_input("--dataset", Path(dataset) if dataset else None, folder_ok=True)
+    check_device(device)
+    check_dtype(dtype)
+    check_layer("--layer", layer, model)
     fact = _dataset_fact(fact_id, dataset) if fact_id is not None else None
     if fact is not None and target_new:
         from dataclasses import replace
 
         fact = replace(fact, target_new=target_new.strip())
     m, tok = load(model, device, dtype)
+    for text in ([prompt] if fact is None else [fact.prompt]) + list(paraphrase or []) + list(neighbor or []):
+        check_fits_context(m, tok, "the prompt", text, extra_tokens=max(generate, 16))
     if fact is None:
         fact = _cli_fact(m, tok, prompt, subject, target_new, target_true, paraphrase, neighbor, neighbor_target)
     layer = default_layer(m) if layer is None else layer
@@ -246,8 +276,11 @@ def bench_edit(
     for name in chosen:
         _methods().get(name)
     _problems().get(problem)
-    if facts < 1:
-        raise CliError(f"--facts must be >= 1, got {facts}")
+    check_range("--facts", facts, 1)
+    check_input("--dataset", Path(dataset) if dataset else None)
+    check_device(device)
+    check_dtype(dtype)
+    check_layer("--layer", layer, model)
     m, tok = load(model, device, dtype)
     layer = default_layer(m) if layer is None else layer
     pool = (load_facts(dataset) if dataset else load_demo_facts())[:facts]

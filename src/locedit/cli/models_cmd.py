@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from locedit.cli.common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, load, print_json
+from locedit.cli.common import (CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, check_fits_context, check_range,
+                                check_text, cli_errors, load, print_json)
 
 
 def models(json_out: bool = JsonOpt) -> None:
@@ -48,9 +49,16 @@ def predict(
     """Top-k next tokens after PROMPT and the joint probability of each --target."""
     from locedit.models.scoring import next_token_top_k, target_probs
 
-    if not prompt.strip():
-        raise ValueError("empty --prompt; give the text to continue")
+    check_text("--prompt", prompt)
+    check_range("--top-k", top_k, 1, 1000)
+    for t in target or []:
+        check_text("--target", t, max_chars=1000)
     m, tok = load(model, device, dtype)
+    check_fits_context(m, tok, "--prompt", prompt, extra_tokens=1)
+    for t in target or []:
+        check_fits_context(m, tok, "--prompt with --target", prompt + t, extra_tokens=0)
+    if top_k > len(tok):
+        raise CliError(f"--top-k {top_k} is larger than the vocabulary ({len(tok)} tokens); use a smaller one")
     top = next_token_top_k(m, tok, prompt, top_k)
     targets = list(target or [])
     probs = target_probs(m, tok, [prompt] * len(targets), targets).tolist() if targets else []

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from locedit.cli.common import JsonOpt, cli_errors, console, print_json
+from locedit.cli.common import JsonOpt, check_input, check_output_dir, cli_errors, console, print_json
 
 OutOpt = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>-<config hash>).")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Hide the progress bar.")
@@ -64,6 +64,9 @@ def run(
     from locedit.experiment.config import load_config
     from locedit.experiment.runner import run_experiment
 
+    check_input("CONFIG", config, folder_ok=False)
+    if out is not None:
+        check_output_dir("--out", out)
     cfg = load_config(config)
     _set_threads(threads)
     _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
@@ -84,6 +87,8 @@ def demo(out: Optional[Path] = OutOpt,
     from locedit.experiment.demo import DEMO_DATA, demo_config, demo_config_text
     from locedit.experiment.runner import run_experiment
 
+    if out is not None:
+        check_output_dir("--out", out)
     cfg = demo_config(data)
     if print_config:
         typer.echo(demo_config_text() if data == "demo" else dump_toml(cfg), nl=False)
@@ -101,8 +106,15 @@ def export(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write every result table of a run as CSV or Parquet files, for analysis elsewhere."""
+    from locedit.experiment.store import EXPORT_FORMATS, db_path
     from locedit.experiment.store import export as export_tables
 
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown --format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    if not db_path(run_dir).is_file():
+        raise ValueError(f"{run_dir} is not a run directory (no {db_path(run_dir).name}); give the --out of a "
+                         "`locedit run`")
+    check_output_dir("--out", out if out is not None else run_dir / "export")
     paths = export_tables(run_dir, fmt, out)
     if as_json:
         print_json({"files": [str(p) for p in paths]})

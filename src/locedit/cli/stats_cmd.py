@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from locedit.cli.common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+from locedit.cli.common import (CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, check_device, check_dtype,
+                                check_range, cli_errors, console, load, model_layers, print_json)
 
 
 def parse_layers(text: str) -> list[int]:
@@ -46,6 +47,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from locedit.edit.stats import SecondMoments
 
         wanted = parse_layers(layers)
+        n_layers = model_layers(model)
+        bad = [layer for layer in wanted if not 0 <= layer < n_layers]
+        if bad:
+            raise CliError(f"--layers {bad} out of range: {model} has {n_layers} layers (0..{n_layers - 1})")
+        check_range("--tokens", tokens, 1)
+        check_range("--max-doc-tokens", max_doc_tokens, 2)
+        check_device(device)
+        check_dtype(dtype)
         m, tok = load(model, device, dtype)
         n_tokens = tokens or resolve_hparams("rome", m).mom2_n_tokens
         store = SecondMoments(m, tok, corpus, n_tokens, max_doc_tokens=max_doc_tokens, progress=not json_out)

@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
-from locedit.cli.common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, cli_errors, console, load, print_json
+from locedit.cli.common import (CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, check_device, check_dtype, check_input,
+                                check_output_dir, check_range, check_text, cli_errors, console, load, model_layers,
+                                print_json)
 
 KindOpt = typer.Option(["mlp"], "--kind", "-k", help="Site to restore: mlp, attn or block (repeatable).")
 WindowOpt = typer.Option([5], "--window", "-w", help="Window size in layers, e.g. 1, 3, 5, 10 (repeatable).")
@@ -95,6 +97,29 @@ def _trace_dataset(m, tok, dataset: Path, limit: Optional[int], kinds, windows, 
         console.print(f"[yellow]skipped[/] case {cid}: {reason}", highlight=False)
 
 
+def check_trace_options(model: str, device: str, dtype: str, kinds: list[str], windows: list[int], samples: int,
+                        noise: Optional[float], chunk: int, engine: str = "fast") -> None:
+    """Everything about a tracing request that can be checked without loading the model."""
+    from locedit.localize.patching import KINDS
+
+    check_device(device)
+    check_dtype(dtype)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise CliError(f"unknown --kind {', '.join(bad)}; use any of {', '.join(KINDS)}")
+    if engine not in ("fast", "oracle"):
+        raise CliError(f"unknown --engine {engine!r}; use fast or oracle")
+    check_range("--samples", samples, 1, 100_000)
+    check_range("--chunk", chunk, 1)
+    if noise is not None and not noise > 0:
+        raise CliError(f"--noise must be > 0, got {noise}")
+    n_layers = model_layers(model)
+    for w in windows:
+        if not 1 <= w <= n_layers:
+            raise CliError(f"--window {w} does not fit the model's {n_layers} layers; use a window between 1 and "
+                           f"{n_layers}")
+
+
 def trace_command(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt with the subject in it."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject to corrupt (must occur in the prompt)."),
@@ -119,8 +144,17 @@ def trace_command(
     """Causal tracing: corrupt the subject, restore one site at a time, and show which layers bring the fact back."""
     if dataset is None and (not prompt or not subject):
         raise ValueError("give --prompt and --subject (or --dataset PATH to trace many facts)")
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+    check_range("--limit", limit, 1)
+    if dataset is None:
+        check_text("--prompt", prompt)
+        check_text("--subject", subject)
+        if subject not in prompt:
+            raise CliError(f"subject {subject!r} not found in prompt {prompt!r}; fix --subject")
+        if target is not None and not target.strip():
+            raise CliError("--target is empty; give the target text or leave it out to trace the greedy token")
+    check_input("--dataset", dataset)
+    check_output_dir("--out", out)
+    check_trace_options(model, device, dtype, kind, window, samples, noise, chunk, engine)
     m, tok = load(model, device, dtype)
     if dataset is not None:
         _trace_dataset(m, tok, dataset, limit, kind, window, samples, noise, seed, engine, chunk, out, json_out)
@@ -151,8 +185,9 @@ def bench_trace_command(
     from locedit.data.loaders import load_counterfact_mend, load_facts
     from locedit.localize import bench_trace
 
-    if facts < 1:
-        raise ValueError(f"--facts must be >= 1, got {facts}")
+    check_range("--facts", facts, 1)
+    check_input("--dataset", dataset)
+    check_trace_options(model, device, dtype, kind, window, samples, noise, chunk)
     items = load_facts(dataset, strict=False) if dataset else load_counterfact_mend()
     if case:
         missing = set(case) - {f.case_id for f in items}

@@ -3,7 +3,8 @@
 Order of work (docs/algorithms.md#edit-order, with the caches of docs/algorithms.md#caches):
 
 1. Check the config before any work: method, problem and hyperparameter names, layers against the
-   model's depth, the dataset path, and that the run directory belongs to this config's hash.
+   model's depth, the dataset path, and that the run directory belongs to this config's hash; then
+   take the run directory's lock (a second process on it is refused) and open its database.
 2. Load the model once; select the facts.
 3. Unit ``trace:{case_id}`` per fact: the knowledge filters (cached as its ``facts`` row), then causal
    tracing for every configured kind and window (and zeroing), for facts that pass the filter.
@@ -11,7 +12,8 @@ Order of work (docs/algorithms.md#edit-order, with the caches of docs/algorithms
 5. Unit ``edit:{case_id}:{method}:{problem}:{layer}`` per edit of an eligible fact.
 6. Analysis and report, when configured.
 
-Every unit goes through :func:`locedit.experiment.sweep.run_units`: seeded, atomic, resumable.
+Every unit goes through :func:`locedit.experiment.sweep.run_units`: seeded, atomic, resumable. The
+named :func:`~locedit.experiment.killpoints.checkpoint` calls are where the crash test kills the run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from locedit.edit.problems import Problem, get_problem
 from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths, tiny_family
 from locedit.experiment.manifest import check_run_dir, new_manifest, write_manifest
 from locedit.experiment.selection import select_facts
-from locedit.experiment.store import Store
+from locedit.experiment.killpoints import checkpoint
+from locedit.experiment.store import Store, run_lock
 from locedit.experiment.sweep import SweepAbort, SweepSummary, Unit, progress_bar, run_units
 
 # Reference hard skips (docs/algorithms.md#selection), applied when data.compat_skips is on.
@@ -273,23 +276,38 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, console
     console = console or Console(stderr=True)
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     preflight(cfg, run_dir)
+    checkpoint("run:checked")
+    with run_lock(run_dir), Store(run_dir) as store:
+        checkpoint("run:locked")
+        result = _run_locked(cfg, run_dir, store, console, progress)
+        if cfg.analysis.analyze or cfg.analysis.report:
+            result.report, result.analysis_error = analyze_run(run_dir, cfg, console)
+        checkpoint("run:done")
+    return result
+
+
+def _run_locked(cfg: ExperimentConfig, run_dir: Path, store: Store, console: Console, progress: bool) -> RunResult:
+    """Steps 2-5 of the module docstring, in a locked run directory with its store open."""
     facts = select_facts(cfg.data)
 
     with console.status(f"loading {cfg.model.name} ..."):
         model, tok = load_configured_model(cfg)
     exp = Experiment(cfg, model, tok)
+    checkpoint("run:loaded")
 
     manifest = check_run_dir(run_dir, cfg) or new_manifest(cfg, device=cfg.model.device)
     session: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "facts": len(facts)}
     manifest["sessions"].append(session)
     write_manifest(run_dir, manifest)
+    checkpoint("run:manifest-written")
 
-    with Store(run_dir) as store, progress_bar(console, disable=not progress) as bar:
+    with progress_bar(console, disable=not progress) as bar:
         done = store.completed_units()
         unfiltered = [f for f in facts if f"trace:{f.case_id}" not in done]
         if unfiltered:
             task = bar.add_task("filters", total=2 * len(unfiltered))
             exp.prefilter(unfiltered, progress=lambda n: bar.advance(task, n))
+        checkpoint("run:filtered")
         tracing = run_units(store, trace_units(exp, facts), cfg.seeds.tracing, "tracing", bar)
         fact_rows = {r["case_id"]: r for r in store.rows("facts")}
         units = edit_units(exp, facts, fact_rows)
@@ -299,6 +317,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, console
                 stats_info = exp.prepare_edits()
             if stats_info:
                 manifest["stats"] = {**manifest.get("stats", {}), **stats_info}
+            checkpoint("run:statistics")
         editing = run_units(store, units, cfg.seeds.editing, "editing", bar)
         eligible = {p: len({u.case_id for u in units if f":{p}:" in u.name}) for p in cfg.edit.problems}
 
@@ -307,9 +326,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, console
                    editing=editing.as_dict())
     manifest["finished_at"] = session["finished_at"]
     write_manifest(run_dir, manifest)
-
-    if cfg.analysis.analyze or cfg.analysis.report:
-        result.report, result.analysis_error = analyze_run(run_dir, cfg, console)
+    checkpoint("run:finished")
     return result
 
 
@@ -321,6 +338,7 @@ def analyze_run(run_dir: Path, cfg: ExperimentConfig, console: Console) -> tuple
         from locedit.analysis import analyze, write_report
 
         with console.status("analysis and report ..."):
+            checkpoint("analysis:start")
             if cfg.analysis.report:  # write_report runs the analysis too
                 return write_report(run_dir), None
             analyze(run_dir)

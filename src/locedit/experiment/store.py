@@ -4,23 +4,30 @@ A unit (the tracing of one fact, or one edit) writes all its rows and its ``unit
 transaction, so a unit is complete exactly when its ``units`` row exists, and a run killed at any
 moment (also SIGKILL) loses at most the unit in progress. Unique keys reject duplicate rows. Failed
 units go to ``failures`` (not ``units``) and are retried on the next run.
+
+One process at a time writes a run directory: :func:`run_lock` holds an exclusive ``flock`` on its
+``run.lock`` file, which the operating system releases when the process ends, also by SIGKILL.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.schema import TABLES
 
 DB_NAME = "results.sqlite"
+LOCK_NAME = "run.lock"
 
 # Natural keys: a second row with the same key is a bug (or a unit written twice) and is refused.
 UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
@@ -38,6 +45,43 @@ class StoreError(ValueError):
     """Rows that do not fit the schema, or a database that is not a locedit store."""
 
 
+class StoreWriteError(RuntimeError):
+    """The database cannot be written (read-only, disk full, I/O error); finished units are kept."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing the same run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run directory's lock for the block; refuse at once if another process holds it."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise StoreWriteError(f"cannot write to the run directory {run_dir} ({err.strerror}); fix its permissions "
+                              "or choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunLockedError(f"{run_dir} is in use by another locedit run (pid {holder}); wait for it to finish "
+                                 "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _write_error(path: Path, err: sqlite3.Error) -> StoreWriteError:
+    return StoreWriteError(f"cannot write the results database {path} ({err}); free disk space or fix its "
+                           "permissions, then run the same command again to resume (finished units are kept)")
+
+
 def db_path(run_dir: str | Path) -> Path:
     """The database of a run directory (or the path itself when it is the database file)."""
     p = Path(run_dir)
@@ -52,12 +96,15 @@ class Store:
         if not self.path.exists() and not create:
             raise FileNotFoundError(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT in write_unit
-        self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        if create:
-            self._create()
+        try:
+            # autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT in write_unit
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self._create()
+        except sqlite3.OperationalError as err:
+            raise _write_error(self.path, err) from err
 
     def _create(self) -> None:
         with self.transaction():
@@ -87,19 +134,31 @@ class Store:
 
     def write_unit(self, unit: str, kind: str, case_id: int, rows: Mapping[str, Iterable[Mapping[str, Any]]],
                    seconds: float, status: str = "done") -> None:
-        """Write a unit's rows and mark it complete, atomically; clears an earlier failure of it."""
-        with self.transaction():
-            for table, table_rows in rows.items():
-                self._insert(table, table_rows)
-            self.conn.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?)",
-                              (unit, kind, case_id, status, float(seconds), time.time()))
-            self.conn.execute("DELETE FROM failures WHERE unit = ?", (unit,))
+        """Write a unit's rows and mark it complete, atomically; clears an earlier failure of it.
+
+        Raises :class:`StoreWriteError` when the database cannot be written (the transaction is rolled back).
+        """
+        try:
+            with self.transaction():
+                for table, table_rows in rows.items():
+                    self._insert(table, table_rows)
+                checkpoint(f"{unit}:rows-inserted")
+                self.conn.execute("INSERT INTO units VALUES (?, ?, ?, ?, ?, ?)",
+                                  (unit, kind, case_id, status, float(seconds), time.time()))
+                self.conn.execute("DELETE FROM failures WHERE unit = ?", (unit,))
+                checkpoint(f"{unit}:before-commit")
+        except sqlite3.OperationalError as err:
+            raise _write_error(self.path, err) from err
+        checkpoint(f"{unit}:committed")
 
     def record_failure(self, unit: str, case_id: int, stage: str, error: str) -> None:
         """Remember a failed unit (replacing an earlier failure of the same unit)."""
-        with self.transaction():
-            self.conn.execute("INSERT OR REPLACE INTO failures (unit, case_id, stage, error) VALUES (?, ?, ?, ?)",
-                              (unit, case_id, stage, error))
+        try:
+            with self.transaction():
+                self.conn.execute("INSERT OR REPLACE INTO failures (unit, case_id, stage, error) VALUES (?, ?, ?, ?)",
+                                  (unit, case_id, stage, error))
+        except sqlite3.OperationalError as err:
+            raise _write_error(self.path, err) from err
 
     def _insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         if table not in TABLES or table == "failures":
@@ -146,7 +205,10 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:  # a failed write may already have rolled the transaction back
+            self.conn.execute("ROLLBACK")
 
 
 def _sql_value(v: Any) -> Any:

@@ -21,7 +21,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from locedit.experiment.store import Store
+from locedit.experiment.killpoints import checkpoint
+from locedit.experiment.store import Store, StoreWriteError
 
 Rows = Mapping[str, Iterable[Mapping[str, Any]]]
 
@@ -94,7 +95,10 @@ def progress_bar(console: Console | None = None, disable: bool = False) -> Progr
 
 def run_units(store: Store, units: Sequence[Unit], seed: int, label: str = "units",
               progress: Progress | None = None) -> SweepSummary:
-    """Run every unit not yet complete in ``store``; a failing unit is recorded and the sweep goes on."""
+    """Run every unit not yet complete in ``store``; a failing unit is recorded and the sweep goes on.
+
+    A database that cannot be written (:class:`StoreWriteError`) stops the sweep: nothing could be recorded.
+    """
     completed = store.completed_units()
     todo = [u for u in units if u.name not in completed]
     summary = SweepSummary(total=len(units), skipped=len(units) - len(todo))
@@ -103,11 +107,13 @@ def run_units(store: Store, units: Sequence[Unit], seed: int, label: str = "unit
     for unit in todo:
         t0 = time.perf_counter()
         seed_everything(seed)
+        checkpoint(f"{unit.name}:start")
         try:
             rows = unit.work()
+            checkpoint(f"{unit.name}:computed")
             store.write_unit(unit.name, unit.kind, unit.case_id, rows, time.perf_counter() - t0)
             summary.done += 1
-        except SweepAbort:
+        except (SweepAbort, StoreWriteError):
             raise
         except Exception as err:  # noqa: BLE001 - a failing unit is recorded, counted and retried next run
             message = error_line(err)

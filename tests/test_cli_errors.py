@@ -1,0 +1,149 @@
+"""Every command answers bad input with exit code 2 and one line on stderr, before any model is loaded.
+
+Each case runs the real CLI in a subprocess. Checks that need no weights use WEIGHTLESS, a model folder
+with a config and no weights: had the command tried to load it, the error would be a load failure, so the
+expected message also proves that the refusal came before the model was loaded. Cases that need the
+model's tokenizer or context use the tiny random Llama.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from transformers import LlamaConfig
+
+WEIGHTLESS = "{weightless}"
+LONG_PROMPT = "word " * 600  # 600 tokens; the tiny models' context is 512
+P, S = "The mother tongue of Danielle Darrieux is", "Danielle Darrieux"
+TRACE = ["trace", "-m", WEIGHTLESS, "-p", P, "-s", S]
+EDIT = ["edit", "-m", WEIGHTLESS, "-p", P, "-s", S, "--target-new", " English"]
+
+# (command line, what the error names, how it says to fix it)
+CASES = [
+    (["predict", "-m", WEIGHTLESS, "-p", P, "--device", "cuda"], "CUDA is not available", "use --device cpu"),
+    (["predict", "-m", WEIGHTLESS, "-p", P, "--device", "tpu9"], "unknown --device", "use cpu, cuda"),
+    (["predict", "-m", WEIGHTLESS, "-p", P, "--device", "cuda:7"], "--device cuda:7", "--device cpu"),
+    (["predict", "-m", WEIGHTLESS, "-p", P, "--dtype", "int8"], "unknown --dtype", "use one of"),
+    (["predict", "-m", WEIGHTLESS, "-p", "  "], "--prompt is empty", "give the text"),
+    (["predict", "-m", WEIGHTLESS, "-p", "x" * 120_000], "120000 characters", "shorten it"),
+    (["predict", "-m", WEIGHTLESS, "-p", P, "--top-k", "0"], "--top-k must be", ">= 1"),
+    (["predict", "-m", "tiny:llama", "-p", LONG_PROMPT], "context is 512 tokens", "shorten it"),
+    (["predict", "-m", "no-such-model", "-p", P], "unknown model", "alias"),
+    (["predict"], "Missing option '--prompt'", "locedit predict --help"),
+    (["predikt"], "No such command", "locedit --help"),
+    (["trace", "-m", WEIGHTLESS, "-p", P, "-s", "Zoë Müller"], "not found in prompt", "fix --subject"),
+    (["trace", "-m", WEIGHTLESS, "-p", "", "-s", S], "give --prompt and --subject", "--dataset"),
+    ([*TRACE, "-t", " "], "--target is empty", "leave it out"),
+    ([*TRACE, "--kind", "mlps"], "unknown --kind mlps", "use any of mlp"),
+    ([*TRACE, "--window", "0"], "--window 0 does not fit", "between 1 and 6"),
+    ([*TRACE, "--window", "99"], "--window 99 does not fit", "between 1 and 6"),
+    ([*TRACE, "--samples", "0"], "--samples must be", ">= 1"),
+    ([*TRACE, "--engine", "turbo"], "unknown --engine", "fast or oracle"),
+    ([*TRACE, "--noise", "-1"], "--noise must be > 0", "> 0"),
+    ([*TRACE, "--chunk", "0"], "--chunk must be", ">= 1"),
+    ([*TRACE, "-o", "{file}"], "is a file, not a folder", "choose a folder"),
+    ([*TRACE, "-o", "{file}/sub"], "is a file, not a folder", "choose another path"),
+    (["trace", "-m", WEIGHTLESS, "--dataset", "{missing}"], "does not exist", "check the path"),
+    ([*TRACE, "--limit", "0"], "--limit must be", ">= 1"),
+    ([*EDIT, "--layer", "99"], "--layer 99 is out of range", "(0..5)"),
+    ([*EDIT, "--method", "rom"], "rom", "rome"),
+    ([*EDIT, "--problem", "error-injektion"], "error-injektion", "error-injection"),
+    ([*EDIT, "--o-noise-mode", "loud"], "unknown --o-noise-mode", "use one of compat"),
+    ([*EDIT, "--generate", "-1"], "--generate must be", ">= 0"),
+    ([*EDIT, "--generate", "100000"], "--generate must be", "<= 1000"),
+    ([*EDIT, "--noise", "0"], "--noise must be > 0", "> 0"),
+    ([*EDIT, "--device", "cuda"], "CUDA is not available", "use --device cpu"),
+    (["edit", "-m", WEIGHTLESS, "-p", P, "-s", "Zoë"], "does not occur in the prompt", "fix --subject"),
+    (["edit", "-m", WEIGHTLESS, "-p", P, "-s", S, "--target-new", ""], "--target-new is empty", "give the text"),
+    (["edit", "-m", WEIGHTLESS, "--fact-id", "987654"], "no fact with case_id 987654", "ids run"),
+    (["edit", "-m", "tiny:llama", "-p", LONG_PROMPT + S, "-s", S], "context is 512 tokens", "shorten it"),
+    (["bench", "edit", "-m", WEIGHTLESS, "--facts", "0"], "--facts must be", ">= 1"),
+    (["bench", "edit", "-m", WEIGHTLESS, "--layer", "6"], "--layer 6 is out of range", "(0..5)"),
+    (["bench", "trace", "-m", WEIGHTLESS, "--facts", "0"], "--facts must be", ">= 1"),
+    (["stats", "-m", WEIGHTLESS, "--layers", "2,9"], "--layers [9] out of range", "(0..5)"),
+    (["stats", "-m", WEIGHTLESS, "--layers", "x"], "bad --layers", "ranges such as"),
+    (["stats", "-m", WEIGHTLESS, "--layers", "1", "--tokens", "0"], "--tokens must be", ">= 1"),
+    (["data", "inspect", "{missing}"], "no such file", "pass an existing dataset file"),
+    (["data", "known", "-m", WEIGHTLESS, "--dataset", "{missing}"], "does not exist", "check the path"),
+    (["data", "known", "-m", WEIGHTLESS, "--save-known", "{folder}"], "is a folder", "give a file path"),
+    (["run", "{missing}"], "does not exist", "check the path"),
+    (["run", "{folder}"], "is a folder", "give a file"),
+    (["run", "{file}"], "malformed TOML", "{file}"),
+    (["run", "{config}", "--out", "{file}"], "is a file, not a folder", "choose a folder"),
+    (["run", "{config}", "--threads", "0"], "Invalid value for '--threads'", "locedit run --help"),
+    (["demo", "--out", "{file}"], "is a file, not a folder", "choose a folder"),
+    (["export", "{folder}"], "not a run directory", "--out of a `locedit run`"),
+    (["export", "{folder}", "--format", "xlsx"], "unknown --format", "csv, parquet"),
+    (["analyze", "{folder}"], "not a run directory", "--out of a `locedit run`"),
+    (["report", "{file}"], "not a run directory", "--out of a `locedit run`"),
+    (["data", "download", "wikipedia"], "wikipedia", "counterfact"),
+]
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("cli_errors")
+    weightless = root / "weightless"
+    LlamaConfig(num_hidden_layers=6, hidden_size=32, intermediate_size=96, num_attention_heads=4,
+                max_position_embeddings=512).save_pretrained(weightless)
+    (root / "file.txt").write_text("not a folder, not a config\n")
+    (root / "folder").mkdir()
+    facts = root / "facts.json"
+    facts.write_text(json.dumps([{"case_id": 0, "subject": S, "prompt": P, "target_true": "French",
+                                  "target_new": "English"}]))
+    config = root / "c.toml"
+    config.write_text(f'name = "c"\n[model]\nname = "tiny:llama"\n[data]\nsource = "{facts}"\n')
+    return {"weightless": str(weightless), "file": str(root / "file.txt"), "folder": str(root / "folder"),
+            "missing": str(root / "missing.json"), "config": str(config)}
+
+
+def locedit(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "locedit.cli.main", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_every_bad_input_is_one_line_and_exit_code_2(places):
+    def run(case):
+        args, problem, fix = (x if isinstance(x, str) else [a.format(**places) for a in x] for x in case)
+        return args, problem.format(**places), fix.format(**places), locedit(args)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(run, CASES))
+    bad = []
+    for args, problem, fix, proc in results:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        ok = (proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
+              and problem in lines[0] and fix in lines[0] and "Traceback" not in proc.stderr and not proc.stdout)
+        if not ok:
+            bad.append(f"locedit {' '.join(a[:60] for a in args)}\n  -> rc {proc.returncode}, stderr "
+                       f"{proc.stderr[-600:]!r}")
+    assert not bad, "\n".join(bad)
+
+
+def test_locedit_debug_shows_the_traceback(places):
+    quiet = locedit(["predict", "-m", places["weightless"], "-p", P, "--device", "cuda"])
+    loud = locedit(["predict", "-m", places["weightless"], "-p", P, "--device", "cuda"], env={"LOCEDIT_DEBUG": "1"})
+    assert "Traceback" not in quiet.stderr
+    assert loud.returncode != 0 and "Traceback (most recent call last)" in loud.stderr
+    assert "CUDA is not available" in loud.stderr.splitlines()[-1]
+    usage = locedit(["run", "x.toml", "--threads", "0"], env={"LOCEDIT_DEBUG": "1"})
+    assert "Traceback (most recent call last)" in usage.stderr
+
+
+def test_library_chatter_only_with_verbose(tmp_path):
+    """Non-ASCII subject and target on a real trace: locedit's own warning only; -v adds the libraries'."""
+    args = ["trace", "-m", "tiny:llama", "-p", "The mother tongue of Zoë Müller is", "-s", "Zoë Müller",
+            "-t", " 日本語", "--samples", "2", "-w", "3", "-o", str(tmp_path)]
+    quiet, verbose = locedit(args), locedit(["-v", *args])
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert "tracing it anyway" in quiet.stderr
+    assert all(line.startswith(("warning:", "tracing it anyway")) for line in quiet.stderr.splitlines()), quiet.stderr
+    assert "Warning:" not in quiet.stderr and "[transformers]" not in quiet.stderr
+    assert "Warning:" in verbose.stderr or "[transformers]" in verbose.stderr, verbose.stderr
+    assert "'Zoë Müller'" not in quiet.stdout and "日本語" in quiet.stdout
