@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from locedit.data.fact import Fact
-from locedit.edit.api import (EDIT_COLUMNS, EditSession, SessionSettings, _checksums, _restored, default_layer, edit,
+from locedit.study.session import (EDIT_COLUMNS, EditSession, SessionSettings, _checksums, _restored, default_layer, edit,
                               edit_and_evaluate, session_for, store_row)
-from locedit.edit.edit_row import EditRow
+from locedit.study.edit_row import EditRow
 from locedit.edit.handle import EditHandle, snapshot, weights_equal
 from locedit.experiment.schema import TABLES
 from locedit.models.families import family_for

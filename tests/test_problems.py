@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from locedit.data.fact import Fact
-from locedit.edit.api import edit_and_evaluate
+from locedit.study.session import edit_and_evaluate
 from locedit.edit.problems import PROBLEMS, ProblemContext, get_problem, most_likely_text, noised_next_token_probs
 from locedit.models.families import family_for
 from locedit.models.tokens import encode, subject_span, target_ids

@@ -32,7 +32,7 @@ def test_every_public_name_resolves():
         value = getattr(locedit, name)
         assert value is not None and not isinstance(value, types.ModuleType), name
     assert dir(locedit) == sorted(locedit.__all__)
-    from locedit.edit.api import edit_and_evaluate
+    from locedit.study.session import edit_and_evaluate
     from locedit.localize.causal_trace import trace
 
     assert locedit.trace is trace and locedit.edit_and_evaluate is edit_and_evaluate
@@ -44,7 +44,7 @@ def test_every_public_name_resolves():
 def test_locedit_edit_stays_the_function_after_its_subpackage_is_imported():
     out = _fresh_python("import sys, locedit, locedit.edit.methods\n"
                         "from locedit.edit.methods import resolve_hparams\n"
-                        "print(locedit.edit is sys.modules['locedit.edit.api'].edit,"
+                        "print(locedit.edit is sys.modules['locedit.study.session'].edit,"
                         " type(sys.modules['locedit.edit']).__name__)")
     assert out == "True module"
 

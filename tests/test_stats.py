@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from locedit.edit import stats as stats_mod
 from locedit.edit.corpus import CorpusError, local_corpus, resolve_corpus
-from locedit.edit.fingerprint import model_fingerprint
+from locedit.models.fingerprint import model_fingerprint
 from locedit.edit.stats import SecondMoments, StatsUnderNoiseError, second_moments
 from locedit.models import capture, family_for, tiny
 from locedit.models.noise import SubjectNoise, noised_subject

@@ -18,7 +18,7 @@ The registries list what can be named in calls and configs:
 >>> sorted(locedit.METHODS), "error-injection" in locedit.PROBLEMS, "rewrite_score" in locedit.METRICS
 (['ft-1', 'ft-5', 'memit', 'rome'], True, True)
 
-``locedit.edit`` is the :func:`~locedit.edit.api.edit` function, not the ``locedit.edit`` subpackage: import
+``locedit.edit`` is the :func:`~locedit.study.session.edit` function, not the ``locedit.edit`` subpackage: import
 the subpackage's modules by their full names (``from locedit.edit.methods import get_method``).
 """
 
@@ -41,10 +41,10 @@ _EXPORTS: dict[str, str] = {
     "TraceSettings": "locedit.localize.settings",
     "TraceResult": "locedit.localize.result",
     "ZeroingResult": "locedit.localize.result",
-    "edit": "locedit.edit.api",
-    "edit_and_evaluate": "locedit.edit.api",
+    "edit": "locedit.study.session",
+    "edit_and_evaluate": "locedit.study.session",
     "EditHandle": "locedit.edit.handle",
-    "EditRow": "locedit.edit.edit_row",
+    "EditRow": "locedit.study.edit_row",
     "run": "locedit.experiment.api",
     "load_config": "locedit.experiment.config",
     "ExperimentConfig": "locedit.experiment.config",
@@ -76,7 +76,7 @@ def __dir__() -> list[str]:
 class _Package(types.ModuleType):
     """The ``locedit`` module, which keeps a public function whose name is also a subpackage's.
 
-    Importing ``locedit.edit.api`` binds the subpackage as ``locedit.edit``; this keeps the attribute for
+    Importing ``locedit.edit.methods`` binds the subpackage as ``locedit.edit``; this keeps the attribute for
     the function (the subpackage stays in ``sys.modules`` and importable by its full name).
     """
 

@@ -3,9 +3,9 @@ figures, and the self-contained HTML report (docs/algorithms.md#analysis)."""
 
 from locedit.analysis.pipeline import AnalysisResult, analyze, analyze_frames
 from locedit.analysis.regressions import fit_condition, layer_correlations, per_edit_frame, regression_table
-from locedit.analysis.report import render_report, write_report, write_report_frames
+from locedit.analysis.report import analyze_run, render_report, write_report, write_report_frames
 
 __all__ = [
-    "AnalysisResult", "analyze", "analyze_frames", "fit_condition", "layer_correlations", "per_edit_frame",
+    "AnalysisResult", "analyze", "analyze_frames", "analyze_run", "fit_condition", "layer_correlations", "per_edit_frame",
     "regression_table", "render_report", "write_report", "write_report_frames",
 ]

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from transformers import AutoTokenizer
 
 from locedit.analysis.figures import FigureContext, FigureResult, make_figures
 from locedit.analysis.labels import METHODS, PROBLEMS
 from locedit.analysis.regressions import layer_correlations, per_edit_frame, regression_table
 from locedit.analysis.tables import Table, build_tables, score_table, write_tables
 from locedit.analysis.trace_stats import concentrated_cases
+from locedit.experiment.manifest import read_manifest
+from locedit.models.loading import resolve_source
+from locedit.experiment.store import read_frames
 
 ANALYSIS_DIR = "analysis"
 # The paper's ROME layer as a fraction of depth (GPT-J: code layer 5 of 28 layers)
@@ -69,10 +73,6 @@ def _token_labeler(manifest: dict[str, Any] | None, facts: pd.DataFrame):
     tok = None
     if name and not str(name).startswith(("tiny:", "synthetic")):
         try:
-            from transformers import AutoTokenizer
-
-            from locedit.models.loading import resolve_source
-
             source, local_only = resolve_source(str(name))
             if local_only:
                 tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
@@ -211,9 +211,6 @@ def _summary(frames, per_edit, reg, conc, n_traced, window, kind, error, result)
 def analyze(run_dir: str | Path, window: int | None = None, kind: str = "mlp", figures: bool = True,
             ) -> AnalysisResult:
     """Analyse a run directory (results.sqlite + manifest.json) into RUN_DIR/analysis."""
-    from locedit.experiment.manifest import read_manifest
-    from locedit.experiment.store import read_frames
-
     run_dir = Path(run_dir)
     frames = read_frames(run_dir)
     return analyze_frames(frames, run_dir / ANALYSIS_DIR, read_manifest(run_dir), window, kind, figures)

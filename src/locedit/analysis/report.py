@@ -15,9 +15,13 @@ from typing import Any
 import pandas as pd
 
 from locedit.analysis.labels import OUTCOME_NAMES
-from locedit.analysis.pipeline import ANALYSIS_DIR, AnalysisResult, analyze_frames, is_zsre
+from locedit.analysis.pipeline import ANALYSIS_DIR, AnalysisResult, analyze, analyze_frames, is_zsre
 from locedit.analysis.regressions import format_p
 from locedit.analysis.tables import Table
+from locedit.experiment.killpoints import checkpoint
+from locedit.experiment.manifest import read_manifest
+from locedit.experiment.store import read_frames
+from locedit.experiment.sweep import error_line
 
 REPORT_NAME = "report.html"
 # Section ids, in page order; the browser test checks each is present.
@@ -254,7 +258,17 @@ def write_report_frames(frames: dict[str, pd.DataFrame], run_dir: Path, manifest
 def write_report(run_dir: str | Path, window: int | None = None, kind: str = "mlp") -> Path:
     """Analyse a run directory (tables and figures into RUN_DIR/analysis, as ``analyze`` does) and write
     its self-contained report, RUN_DIR/report.html. Calling ``analyze`` first is not needed."""
-    from locedit.experiment.manifest import read_manifest
-    from locedit.experiment.store import read_frames
-
     return write_report_frames(read_frames(run_dir), Path(run_dir), read_manifest(run_dir), window, kind)
+
+
+def analyze_run(run_dir: str | Path, *, report: bool) -> tuple[Path | None, str | None]:
+    """After a sweep: the tables and figures, and with ``report`` the HTML report too; returns the report's
+    path and, instead of raising, the error line of an analysis that failed (the sweep's results stay)."""
+    try:
+        checkpoint("analysis:start")
+        if report:  # write_report runs the analysis too
+            return write_report(run_dir), None
+        analyze(run_dir)
+        return None, None
+    except Exception as err:  # noqa: BLE001 - the sweep's results are kept; the error is reported
+        return None, error_line(err)

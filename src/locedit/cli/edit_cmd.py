@@ -138,7 +138,7 @@ def edit(
     json_out: bool = JsonOpt,
 ) -> None:
     """Edit one fact, then show target probabilities, generations and scores before and after."""
-    from locedit.edit.api import default_layer, session_for
+    from locedit.study.session import default_layer, session_for
 
     from locedit.edit.problems import O_NOISE_MODES
 
@@ -270,7 +270,7 @@ def bench_edit(
 ) -> None:
     """Seconds per edit (edit + evaluation) for each method at a middle layer, and seconds for statistics per layer."""
     from locedit.data.loaders import load_demo_facts, load_facts
-    from locedit.edit.api import default_layer, session_for
+    from locedit.study.session import default_layer, session_for
 
     chosen = list(methods or _methods())
     for name in chosen:

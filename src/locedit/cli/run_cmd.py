@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from locedit.cli.common import JsonOpt, check_input, check_output_dir, cli_errors, console, print_json
+
+if TYPE_CHECKING:
+    from locedit.experiment.config import ExperimentConfig
+    from locedit.experiment.runner import RunResult
 
 OutOpt = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>-<config hash>).")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Hide the progress bar.")
@@ -48,6 +52,18 @@ def _report(result, as_json: bool) -> None:
     typer.echo(str(result.report) if result.report else str(result.run_dir))
 
 
+def _run_and_analyze(cfg: ExperimentConfig, out: Optional[Path], progress: bool) -> RunResult:
+    """The sweep, then (when the config asks) its analysis and report; the run's result with the report path."""
+    from locedit.analysis import analyze_run
+    from locedit.experiment.runner import run_experiment
+
+    result = run_experiment(cfg, out, console=console, progress=progress)
+    if cfg.analysis.analyze or cfg.analysis.report:
+        with console.status("analysis and report ..."):
+            result.report, result.analysis_error = analyze_run(result.run_dir, report=cfg.analysis.report)
+    return result
+
+
 @cli_errors
 def run(
     config: Path = typer.Argument(..., help="Experiment config (TOML), e.g. configs/smollm2_finding.toml."),
@@ -62,14 +78,13 @@ def run(
     skips completed units and retries failed ones.
     """
     from locedit.experiment.config import load_config
-    from locedit.experiment.runner import run_experiment
 
     check_input("CONFIG", config, folder_ok=False)
     if out is not None:
         check_output_dir("--out", out)
     cfg = load_config(config)
     _set_threads(threads)
-    _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
+    _report(_run_and_analyze(cfg, out, not no_progress), as_json)
 
 
 @cli_errors
@@ -85,7 +100,6 @@ def demo(out: Optional[Path] = OutOpt,
     """
     from locedit.experiment.config import dump_toml
     from locedit.experiment.demo import DEMO_DATA, demo_config, demo_config_text
-    from locedit.experiment.runner import run_experiment
 
     if out is not None:
         check_output_dir("--out", out)
@@ -95,7 +109,7 @@ def demo(out: Optional[Path] = OutOpt,
         return
     console.print(f"data: {data} ({DEMO_DATA[data]})", highlight=False, soft_wrap=True)
     _set_threads(threads)
-    _report(run_experiment(cfg, out, console=console, progress=not no_progress), as_json)
+    _report(_run_and_analyze(cfg, out, not no_progress), as_json)
 
 
 @cli_errors

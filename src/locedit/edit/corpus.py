@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from locedit.models.loading import hub_reachable
 from locedit.paths import data_dir
 
 # The WikiText-2 raw test file holds the same articles as the WikiText-103 test split; skip the duplicate.
@@ -102,14 +103,12 @@ def local_corpus(path: Path) -> Corpus:
 
 def hub_corpus(name: str, max_docs: int = 100_000) -> Corpus:
     """A Hugging Face dataset ``name[:config]`` (train split, "text" column); needs ``datasets`` and the hub."""
-    from locedit.models.loading import _hub_reachable
-
     try:
-        import datasets  # noqa: F401
+        import datasets  # noqa: F401 - optional dependency, needed only for hub corpora
     except ModuleNotFoundError:
         raise CorpusError(f"corpus {name!r} is not a local path and the datasets package is not installed; "
                           "pass --corpus PATH to local text files") from None
-    if not _hub_reachable():
+    if not hub_reachable():
         raise CorpusError(f"corpus {name!r} is not a local path and the Hugging Face hub is unreachable; "
                           "pass --corpus PATH to local text files")
     ds_name, _, config = name.partition(":")

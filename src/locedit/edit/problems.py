@@ -38,6 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
 from locedit.edit.request import EditRequest, NoiseMode, Objective
+from locedit.localize.noise import noise_level
 from locedit.models.generation import greedy_generate, sample_top_k
 from locedit.models.noise import SubjectNoise, noised_subject
 from locedit.models.tokens import encode, subject_span
@@ -57,8 +58,6 @@ def default_noise_sigma(model: PreTrainedModel, tok: PreTrainedTokenizerBase) ->
 
     The tracing stage's value, so tracing and editing noise the subject alike.
     """
-    from locedit.localize.noise import noise_level  # local import: editing does not otherwise need localize
-
     return float(noise_level(model, tok))
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.corpus import Corpus, resolve_corpus
-from locedit.edit.fingerprint import model_fingerprint
+from locedit.models.fingerprint import model_fingerprint
 from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.interventions import Edit, intervene, run_until_stopped

@@ -17,7 +17,7 @@ import json
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.edit.fingerprint import model_fingerprint
+from locedit.models.fingerprint import model_fingerprint
 from locedit.files import read_checked, write_checked
 from locedit.models.generation import sample_top_k
 from locedit.models.noise import noise_installed

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from locedit.edit.fingerprint import model_fingerprint
+from locedit.models.fingerprint import model_fingerprint
 from locedit.files import read_checked, write_checked
 from locedit.models.generation import sample_top_k
 from locedit.models.noise import SubjectNoise, noised_subject

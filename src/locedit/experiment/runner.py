@@ -10,7 +10,9 @@ Order of work (docs/algorithms.md#edit-order, with the caches of docs/algorithms
    tracing for every configured kind and window (and zeroing), for facts that pass the filter.
 4. Precompute the second-moment statistics of every layer the ROME / MEMIT edits need.
 5. Unit ``edit:{case_id}:{method}:{problem}:{layer}`` per edit of an eligible fact.
-6. Analysis and report, when configured.
+
+The analysis and report come after, from the caller (``locedit run`` calls
+:func:`locedit.analysis.pipeline.analyze_run`, which fills :attr:`RunResult.report`).
 
 Every unit goes through :func:`locedit.experiment.sweep.run_units`: seeded, atomic, resumable. The
 named :func:`~locedit.experiment.killpoints.checkpoint` calls are where the crash test kills the run.
@@ -27,14 +29,20 @@ from rich.console import Console
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data import Fact
-from locedit.edit.methods import Method, get_method
+from locedit.data.filters import correctness_filter, erasure_filter
+from locedit.edit.methods import Method, edit_layers, get_method, resolve_hparams
 from locedit.edit.problems import Problem, get_problem
+from locedit.edit.stats import moments_for
 from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths, tiny_family
 from locedit.experiment.manifest import check_run_dir, new_manifest, write_manifest
 from locedit.experiment.selection import select_facts
 from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.store import Store, run_lock
 from locedit.experiment.sweep import SweepAbort, SweepSummary, Unit, progress_bar, run_units
+from locedit.localize.causal_trace import trace, zero
+from locedit.models.loading import load_model, parse_dtype, resolve_source
+from locedit.models.tiny import N_LAYERS, tiny
+from locedit.study.session import edit_and_evaluate, store_row
 
 # Reference hard skips (docs/algorithms.md#selection), applied when data.compat_skips is on.
 ALWAYS_SKIPPED = 1531
@@ -99,11 +107,7 @@ def hparam_overrides(cfg: ExperimentConfig, method: str, problem: str) -> dict[s
 def model_n_layers(name: str) -> int:
     """Number of blocks of a configured model, read from its config (no weights loaded)."""
     if tiny_family(name) is not None:
-        from locedit.models.tiny import N_LAYERS
-
         return N_LAYERS
-    from locedit.models.loading import resolve_source
-
     source, local_only = resolve_source(name)
     return int(AutoConfig.from_pretrained(source, local_files_only=local_only).num_hidden_layers)
 
@@ -132,12 +136,7 @@ def load_configured_model(cfg: ExperimentConfig) -> tuple[PreTrainedModel, PreTr
     """The configured model; ``tiny:<family>`` builds a random-weight tiny model (seed 0)."""
     family = tiny_family(cfg.model.name)
     if family is None:
-        from locedit.models.loading import load_model
-
         return load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
-    from locedit.models.loading import parse_dtype
-    from locedit.models.tiny import tiny
-
     model, tok = tiny(family, dtype=parse_dtype(cfg.model.dtype))
     return model.to(cfg.model.device), tok
 
@@ -156,8 +155,6 @@ class Experiment:
 
         ``progress`` is called with the number of facts done per batch, once per filter.
         """
-        from locedit.data.filters import correctness_filter, erasure_filter
-
         todo = [f for f in facts if f.case_id not in self._filters]
         if not todo:
             return
@@ -181,8 +178,6 @@ class Experiment:
         rows: dict[str, list[dict[str, Any]]] = {"facts": [row]}
         loc = self.cfg.localize
         if loc.enabled and (row["is_correct"] or not self.cfg.data.correctness_filter):
-            from locedit.localize.causal_trace import trace, zero
-
             traced = trace(self.model, self.tok, fact, kinds=loc.kinds, windows=loc.windows, samples=loc.samples,
                            noise=loc.noise, seed=self.cfg.seeds.tracing)
             for table in ("trace_points", "trace_cells", "trace_layers"):
@@ -215,9 +210,6 @@ class Experiment:
         in the
         manifest (corpus, token count, layers).
         """
-        from locedit.edit.methods import edit_layers, resolve_hparams
-        from locedit.edit.stats import moments_for
-
         groups: dict[tuple[str | None, int], set[int]] = {}
         for method in (m for m in self.cfg.edit.methods if get_method(m).uses_stats):
             for problem in self.cfg.edit.problems:
@@ -234,8 +226,6 @@ class Experiment:
 
     def edit_unit(self, fact: Fact, method: str, problem: str, layer: int) -> dict[str, list[dict[str, Any]]]:
         """One edit with its pre/post evaluation; aborts the sweep if the weights were not restored."""
-        from locedit.edit.api import edit_and_evaluate, store_row
-
         e = self.cfg.edit
         result = edit_and_evaluate(self.model, self.tok, fact, method, layer, problem,
                                    hparams=hparam_overrides(self.cfg, method, problem), noise_sigma=e.noise,
@@ -280,8 +270,6 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path | None = None, console
     with run_lock(run_dir), Store(run_dir) as store:
         checkpoint("run:locked")
         result = _run_locked(cfg, run_dir, store, console, progress)
-        if cfg.analysis.analyze or cfg.analysis.report:
-            result.report, result.analysis_error = analyze_run(run_dir, cfg, console)
         checkpoint("run:done")
     return result
 
@@ -328,20 +316,3 @@ def _run_locked(cfg: ExperimentConfig, run_dir: Path, store: Store, console: Con
     write_manifest(run_dir, manifest)
     checkpoint("run:finished")
     return result
-
-
-def analyze_run(run_dir: Path, cfg: ExperimentConfig, console: Console) -> tuple[Path | None, str | None]:
-    """Tables and figures, then the HTML report; an analysis error is returned, the results stay."""
-    from locedit.experiment.sweep import error_line
-
-    try:
-        from locedit.analysis import analyze, write_report
-
-        with console.status("analysis and report ..."):
-            checkpoint("analysis:start")
-            if cfg.analysis.report:  # write_report runs the analysis too
-                return write_report(run_dir), None
-            analyze(run_dir)
-            return None, None
-    except Exception as err:  # noqa: BLE001 - the sweep's results are kept; the error is reported
-        return None, error_line(err)

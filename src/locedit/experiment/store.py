@@ -252,7 +252,7 @@ def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None)
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "parquet":
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow  # noqa: F401 - optional dependency (locedit[parquet]), checked only for parquet
         except ImportError:
             raise RuntimeError("parquet export needs pyarrow: pip install 'locedit[parquet]'") from None
     frames = read_frames(run_dir)

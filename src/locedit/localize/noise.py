@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from locedit.data.loaders import load_known_1000
 from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.presets import preset_noise_sigma
@@ -61,8 +62,6 @@ def _known_subjects() -> list[str]:
             "cannot derive the noise level: known_1000.json not found; set LOCEDIT_DATA_DIR to the data folder "
             "or pass the noise sigma explicitly (--noise SIGMA)"
         )
-    from locedit.data.loaders import load_known_1000
-
     return [f.subject for f in load_known_1000(root / "known_1000.json")]
 
 

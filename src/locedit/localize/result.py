@@ -15,10 +15,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-from locedit.experiment.schema import TABLES
 from locedit.localize.settings import DEFAULT_SEED, TraceSettings
 
 Denominator = Literal["high", "clean"]
+
+# The plain rows a result hands out, by table name; the results schema (locedit.experiment.schema) stores them.
+ROW_COLUMNS: dict[str, tuple[str, ...]] = {
+    # one row per traced fact x kind x window (docs/algorithms.md#causal-tracing)
+    "trace_points": ("case_id", "kind", "window", "n_tokens", "s0", "s1", "p_clean", "p_noise", "p_high",
+                     "noise_sigma", "samples"),
+    # the grid, long format: tokens s0..T-1 (tokens before s0 are implied at p_noise)
+    "trace_cells": ("case_id", "kind", "window", "token", "layer", "p_restored"),
+    # per-layer collapse (docs/algorithms.md#tracing-effects): te = max over tokens of clipped fraction restored (p_high
+    # denominator), te_clean the same with p_clean, abs_effect = max over tokens of p_restored - p_noise,
+    # te_last / abs_last at the last subject token (fraction unclipped), corruption_effect = p_noise - p_high
+    "trace_layers": ("case_id", "kind", "window", "layer", "te", "te_clean", "abs_effect", "te_last", "abs_last",
+                     "corruption_effect"),
+    # representation zeroing per layer (docs/algorithms.md#representation-zeroing)
+    "zeroing_layers": ("case_id", "window", "layer", "z_subject", "z_all"),
+}
 
 
 def grid_key(kind: str, window: int) -> str:
@@ -177,7 +192,7 @@ class TraceResult(_Localization):
         return [(int(i), float(te[i])) for i in np.argsort(-te, kind="stable")[:k]]
 
     def rows(self, table: str) -> list[dict[str, Any]]:
-        """Rows for the result table ``trace_points``, ``trace_cells`` or ``trace_layers`` (schema names)."""
+        """Rows for the result table ``trace_points``, ``trace_cells`` or ``trace_layers`` (:data:`ROW_COLUMNS`)."""
         out: list[dict[str, Any]] = []
         cid = self.case_id
         for kind, w in self._pairs():
@@ -199,7 +214,7 @@ class TraceResult(_Localization):
             else:
                 raise ValueError(f"a trace has no rows for table {table!r}; use trace_points, trace_cells or trace_layers")
         for row in out:
-            assert tuple(row) == TABLES[table], f"row keys drifted from the {table} schema"
+            assert tuple(row) == ROW_COLUMNS[table], f"row keys drifted from the {table} columns"
         return out
 
 

@@ -8,7 +8,10 @@ import socket
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from locedit.files import checked_folder
 from locedit.models.families import family_for
@@ -89,8 +92,6 @@ def embedded_model_dir() -> Path:
 
 def _save_dequantized(model: PreTrainedModel, folder: Path) -> None:
     """Write config + safetensors weights; GGUF-loaded models refuse ``save_pretrained``."""
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -103,7 +104,7 @@ def _save_dequantized(model: PreTrainedModel, folder: Path) -> None:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         return False
     try:
@@ -125,13 +126,11 @@ def resolve_source(name_or_path: str) -> tuple[str, bool]:
             f"unknown model {name_or_path!r}: not a local folder, an alias ({', '.join(ALIASES)}) or a hub id"
         )
     try:  # already in the local HF cache?
-        from huggingface_hub import try_to_load_from_cache
-
         if isinstance(try_to_load_from_cache(repo, "config.json"), str):
             return repo, True
     except Exception:  # noqa: BLE001 - any cache miss falls through to the network check
         pass
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelLoadError(
             f"model {repo!r} is not cached and the Hugging Face hub is unreachable; pass a local folder "
             f"with --model PATH, or use the embedded model --model {EMBEDDED}"
@@ -157,8 +156,6 @@ def load_model(
     >>> loaded.config.model_type, loaded.training, loaded_tok.padding_side
     ('gpt2', False, 'right')
     """
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     source, local_only = resolve_source(name_or_path)
     try:

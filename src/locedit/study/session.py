@@ -3,7 +3,7 @@
 
 >>> from locedit.models import tiny
 >>> from locedit.data.fact import Fact
->>> from locedit.edit.api import edit, edit_and_evaluate
+>>> from locedit.study.session import edit, edit_and_evaluate
 >>> model, tok = tiny("llama")
 >>> fact = Fact(case_id=0, subject="Danielle Darrieux", prompt="The mother tongue of Danielle Darrieux is",
 ...             target_true="French", target_new="English")
@@ -37,7 +37,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.data.fact import Fact
-from locedit.edit.edit_row import EDIT_COLUMNS, EditRow
+from locedit.study.edit_row import EDIT_COLUMNS, EditRow
 from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import Hparams
 from locedit.edit.methods import apply_edit, edit_layers, get_method, resolve_hparams

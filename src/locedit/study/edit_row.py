@@ -18,14 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from locedit.experiment.schema import TABLES
-
-EDIT_COLUMNS: tuple[str, ...] = TABLES["edits"]
+# one row per (fact, method, problem, central layer) edit (docs/algorithms.md#edit-order, #metrics); the
+# results schema (locedit.experiment.schema) stores it as the "edits" table
+EDIT_COLUMNS: tuple[str, ...] = (
+    "case_id", "method", "problem", "layer", "layers", "target_new", "request_baseline",
+    "rewrite_pre", "rewrite_post", "paraphrase_pre", "paraphrase_post", "neighborhood_pre",
+    "neighborhood_post", "rewrite_score", "paraphrase_score", "neighborhood_score", "essence_score",
+    "overall_score", "overall_essence_score", "essence_ppl_pre", "essence_ppl_post",
+    "rome_rewrite_success", "rome_rewrite_magnitude", "rome_paraphrase_success",
+    "rome_paraphrase_magnitude", "rome_neighborhood_success", "rome_neighborhood_magnitude",
+    "edit_seconds", "eval_seconds")
 
 
 @dataclass(frozen=True)
 class EditRow:
-    """What :func:`~locedit.edit.api.edit_and_evaluate` measured for one (fact, method, problem, layer)."""
+    """What :func:`~locedit.study.session.edit_and_evaluate` measured for one (fact, method, problem, layer)."""
 
     case_id: int
     method: str
