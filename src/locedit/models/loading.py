@@ -59,7 +59,7 @@ class EmbeddedGGUF:
 
     alias: str
     description: str
-    locate: Callable[[], Path]  # the GGUF file, checked against the packaged checksum; ModelLoadError if absent
+    locate: Callable[[], Path]  # the GGUF file (Gemma's checked against its packaged sha256); ModelLoadError if absent
 
 
 def _smollm2_gguf() -> Path:
