@@ -22,6 +22,7 @@ from locedit.analysis.tables import Table, build_tables, score_table, write_tabl
 from locedit.analysis.trace_stats import concentrated_cases
 from locedit.experiment.manifest import read_manifest
 from locedit.models.loading import resolve_source
+from locedit.models.tokens import encode
 from locedit.experiment.store import read_frames
 
 ANALYSIS_DIR = "analysis"
@@ -83,7 +84,7 @@ def _token_labeler(manifest: dict[str, Any] | None, facts: pd.DataFrame):
     def labels(case_id: int) -> list[str] | None:
         if tok is None or case_id not in prompts:
             return None
-        ids = tok(prompts[case_id], add_special_tokens=False)["input_ids"]
+        ids = encode(tok, prompts[case_id])  # the model's input tokens, BOS included where the model has one
         return [repr(tok.decode([i]))[1:-1] for i in ids]
 
     return labels

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from locedit.data.fact import Fact
 from locedit.models.generation import greedy_generate
 from locedit.models.scoring import pad_id_of, target_probs
-from locedit.models.tokens import Spacing, encode
+from locedit.models.tokens import Spacing, encode, encode_piece
 
 FilterMode = Literal["compat", "fixed"]
 FILTER_MODES: tuple[FilterMode, ...] = ("compat", "fixed")
@@ -84,7 +84,7 @@ def contains_target(text: str, target: str) -> bool:
 def continuation_texts(tok: PreTrainedTokenizerBase, prompt: str, new_ids: Sequence[int]) -> tuple[str, str]:
     """(compat, fixed) continuation texts of a greedy run: see the module docstring."""
     drop = {pad_id_of(tok), tok.eos_token_id}
-    full = [i for i in [*encode(tok, prompt), *new_ids] if i not in drop]
+    full = [i for i in [*encode_piece(tok, prompt), *new_ids] if i not in drop]
     compat = tok.decode(full).replace(prompt, "").strip()
     fixed = tok.decode([i for i in new_ids if i not in drop]).strip()
     return compat, fixed

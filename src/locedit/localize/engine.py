@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 
 from locedit.localize.patching import (PatchGrid, PatchProblem, Restore, add_noise, mean_prob, restore_site, target_log_prob,
                                        validate_problem)
@@ -55,6 +55,13 @@ class _PrefixCache:
 def _swap_cache(cache: _PrefixCache) -> Callable[[Any], Any]:
     """Argument map of a block replay: the model's HF cache is replaced by ``cache``."""
     return lambda value: cache if isinstance(value, Cache) else value
+
+
+def _full_cache() -> DynamicCache:
+    """An HF cache that keeps every position at every layer: the cells need the keys and values of all
+    positions < t, also at sliding-window layers (Gemma 3), which a model's own cache trims to the window.
+    The window is still applied by the attention mask the model builds."""
+    return DynamicCache()
 
 
 def _layer_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +114,7 @@ class FastEngine:
     def _base_run(self, problem: PatchProblem, ids: torch.Tensor, kinds: set[str]) -> _BaseRun:
         corrupt = problem.corruption is not None
         rows = 1 + problem.samples if corrupt else 1
+        predicting = torch.arange(problem.n_prompt - 1, problem.n_prompt - 1 + problem.n_target, device=ids.device)
         batch = ids.expand(rows, -1)
         clean: dict[str, list] = {k: [None] * self.n_layers for k in kinds}
 
@@ -120,9 +128,8 @@ class FastEngine:
         if corrupt:
             edits[self.fam.site("embed_output")] = add_noise(problem.corruption, first_row=1)
         with recording_calls(self.model, self.block_inputs) as calls, intervene(self.model, edits):
-            out = self.model(input_ids=batch, use_cache=True)
-        k = problem.n_target
-        lp = target_log_prob(out.logits[:, problem.n_prompt - 1: problem.n_prompt - 1 + k], problem.target)
+            out = self.model(input_ids=batch, past_key_values=_full_cache(), use_cache=True, logits_to_keep=predicting)
+        lp = target_log_prob(out.logits, problem.target)
         sel = slice(1, None) if corrupt else slice(0, 1)
         kv = [_layer_kv(out.past_key_values, layer) for layer in range(self.n_layers)]
         return _BaseRun(
@@ -136,7 +143,7 @@ class FastEngine:
 
     def _token_calls(self, ids: torch.Tensor, t: int) -> list[ModuleCall]:
         """The block arguments of a run over positions t.. with a KV prefix of t positions."""
-        past = self.model(input_ids=ids[:, :t], use_cache=True).past_key_values if t > 0 else None
+        past = self.model(input_ids=ids[:, :t], past_key_values=_full_cache(), use_cache=True).past_key_values if t > 0 else None
         with recording_calls(self.model, self.block_inputs) as calls:
             self.model(input_ids=ids[:, t:], past_key_values=past, use_cache=t > 0)
         return calls  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from locedit.data.loaders import load_known_1000
 from locedit.files import read_checked, write_checked
 from locedit.models.families import family_for
 from locedit.models.presets import preset_noise_sigma
-from locedit.models.tokens import encode
+from locedit.models.tokens import encode_piece
 from locedit.paths import cache_dir, data_dir
 
 NOISE_STD_MULTIPLE = 3.0
@@ -37,12 +37,16 @@ def table_sigma(model: PreTrainedModel) -> float | None:
 
 
 def sigma_from_subjects(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subjects: Sequence[str]) -> float:
-    """3 x std of all elements of the embedding rows of the subjects' tokens (each subject tokenized alone)."""
-    ids = [i for s in subjects for i in encode(tok, s)]
+    """3 x std of all elements of the subjects' token embeddings (each subject tokenized alone, no BOS).
+
+    The embeddings are the embedding module's output, where the noise is added: Gemma scales its rows there.
+    """
+    ids = [i for s in subjects for i in encode_piece(tok, s)]
     if not ids:
         raise ValueError("no subject tokens to estimate the noise level from; pass subjects or --noise SIGMA")
-    weight = family_for(model).module(model, family_for(model).embed).weight
-    rows = weight.detach()[torch.tensor(ids, device=weight.device)]
+    embed = family_for(model).module(model, family_for(model).embed)
+    with torch.no_grad():
+        rows = embed(torch.tensor(ids, device=embed.weight.device))
     return NOISE_STD_MULTIPLE * float(rows.double().std())
 
 

@@ -190,6 +190,9 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(name="llama", model_types=("llama", "mistral"), **_LLAMA_LIKE),
         Family(name="qwen2", model_types=("qwen2", "qwen3"), **_LLAMA_LIKE),
+        # Gemma 3 (text-only): the same paths; its attention and MLP outputs pass a post-norm before the
+        # residual add, so attn_output and mlp_output are the un-normed module outputs.
+        Family(name="gemma3", model_types=("gemma3_text",), **_LLAMA_LIKE),
     )
 }
 

@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.models.scoring import pad_id_of
-from locedit.models.tokens import encode
+from locedit.models.tokens import encode, sequence_start
 
 
 def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,10 +58,11 @@ def sample_top_k(
 ) -> list[str]:
     """Top-k sampled texts of ``max_length`` tokens in total (prompt included), seeded and decoded whole.
 
-    An empty prompt starts from the eos token (how the reference seeds context templates).
+    An empty prompt starts from the tokenizer's BOS where it has one (Gemma), else from the eos token (how
+    the reference seeds context templates: GPT-2's eos is also its BOS).
     """
     pad = pad_id_of(tok)
-    enc = [encode(tok, p) if p else [tok.eos_token_id] for p in prompts]
+    enc = [encode(tok, p) or [tok.eos_token_id] for p in prompts]
     ids, mask = pad_left(enc, pad, model.device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     past = None
@@ -81,8 +82,9 @@ def sample_top_k(
         cur_pos = cur_pos[:, -1:] + 1
         cur_ids = nxt
     full = torch.cat(steps, dim=1)
+    start = len(sequence_start(tok))  # a BOS the text does not contain
     texts = []
     for row, e in zip(full, enc):
-        keep = row[ids.shape[1] - len(e):][: max(max_length, len(e))]
+        keep = row[ids.shape[1] - len(e):][: max(max_length, len(e))][start:]
         texts.append(clean_sampled_text(tok.decode(keep.tolist(), skip_special_tokens=False), tok.eos_token))
     return texts

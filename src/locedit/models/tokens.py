@@ -19,8 +19,22 @@ class EmptyTargetError(ValueError):
     """A target string is empty or only whitespace."""
 
 
+def sequence_start(tok: PreTrainedTokenizerBase) -> list[int]:
+    """The BOS the tokenizer puts before every sequence (Gemma, Llama 2/3), or ``[]`` (GPT-2, SmolLM2, Pythia).
+
+    Gemma 3 without its BOS predicts noise, so a sequence locedit feeds a model starts as the tokenizer
+    starts one; no EOS is ever added.
+    """
+    return [i for i in tok("", add_special_tokens=True)["input_ids"] if i == tok.bos_token_id]
+
+
 def encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of ``text`` with no BOS/EOS added."""
+    """Token ids of ``text`` as the start of a model input: :func:`sequence_start`, then ``text``'s tokens."""
+    return sequence_start(tok) + encode_piece(tok, text)
+
+
+def encode_piece(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of ``text`` alone, with no BOS/EOS added (a target, a subject, a continuation)."""
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
@@ -32,7 +46,7 @@ def target_text(target: str, spacing: Spacing = "fixed") -> str:
 
 
 def target_ids(tok: PreTrainedTokenizerBase, target: str, spacing: Spacing = "fixed") -> list[int]:
-    return encode(tok, target_text(target, spacing))
+    return encode_piece(tok, target_text(target, spacing))
 
 
 def _piece_ends(tok: PreTrainedTokenizerBase, ids: list[int]) -> tuple[str, list[int]]:
@@ -119,8 +133,7 @@ def subject_last_index(tok: PreTrainedTokenizerBase, template: str, subject: str
     if prefix and not prefix.endswith(" "):
         return subject_span(tok, template.format(subject), subject)[1] - 1
     word = " " + subject.strip() if prefix else subject
-    n_prefix = len(encode(tok, prefix[:-1])) if prefix else 0
-    return n_prefix + len(encode(tok, word)) - 1
+    return len(encode(tok, prefix[:-1])) + len(encode_piece(tok, word)) - 1
 
 
 def template_of(prompt: str, subject: str) -> str:
