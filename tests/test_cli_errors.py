@@ -147,3 +147,26 @@ def test_library_chatter_only_with_verbose(tmp_path):
     assert "Warning:" not in quiet.stderr and "[transformers]" not in quiet.stderr
     assert "Warning:" in verbose.stderr or "[transformers]" in verbose.stderr, verbose.stderr
     assert "'Zoë Müller'" not in quiet.stdout and "日本語" in quiet.stdout
+
+
+@pytest.mark.parametrize("args, verbose", [
+    (["-v", "run", "x.toml"], True), (["--verbose", "trace"], True), (["run", "-v"], False),
+    (["trace", "-p", "-v"], False), ([], False), (["--help"], False),
+])
+def test_verbose_is_read_before_the_command(args, verbose):
+    """The global -v is known before click builds the commands (whose help imports torch and tqdm)."""
+    from locedit.cli.main import verbose_requested
+
+    assert verbose_requested(args) is verbose
+
+
+def test_dependency_progress_bars_stay_quiet_once_the_commands_are_built():
+    """Building the commands imports tqdm; its bars must still be off without -v and on with it."""
+    code = ("import sys; sys.argv = ['locedit', {flag}'models', '--json']\n"
+            "from locedit.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "from tqdm.auto import tqdm\nprint('BARS', not tqdm(range(1)).disable, file=sys.stderr)")
+    for flag, shown in (("", False), ("'-v', ", True)):
+        done = subprocess.run([sys.executable, "-c", code.format(flag=flag)], capture_output=True, text=True,
+                              timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("TQDM")})
+        assert f"BARS {shown}" in done.stderr, done.stderr

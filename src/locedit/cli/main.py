@@ -30,12 +30,25 @@ for _module in (models_cmd, data_cmd, trace_cmd, edit_cmd, run_cmd, analysis_cmd
     _module.register(app, bench_app)
 
 
+def verbose_requested(args: list[str]) -> bool:
+    """Whether the global ``-v``/``--verbose`` stands before the command name (``locedit -v run ...``)."""
+    for arg in args:
+        if arg in ("-v", "--verbose"):
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
 def main() -> None:
     """The ``locedit`` entry point: a usage error is one line on stderr with exit code 2, like every other error.
 
+    Output is configured before click builds the commands: building them renders the registry-derived help,
+    which imports torch and with it tqdm, whose progress bars read their settings on import.
     typer vendors click privately, so its usage errors are recognised by their public shape
     (``format_message`` and ``exit_code``) rather than by class.
     """
+    configure_output(verbose_requested(sys.argv[1:]))
     try:
         code = app(prog_name="locedit", standalone_mode=False)
     except Exception as err:  # noqa: BLE001 - only click's usage errors are handled here
