@@ -58,8 +58,8 @@ def trace(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact_or_prompt: 
     True
     >>> r.trace_settings == settings
     True
-    >>> same = trace(model, tok, "The Eiffel Tower is in the city of", "The Eiffel Tower", kinds=["mlp"], windows=[3],
-    ...              samples=2, noise=0.5)                             # keyword arguments work as well
+    >>> same = trace(model, tok, "The Eiffel Tower is in the city of", "The Eiffel Tower", kinds=["mlp", "attn"],
+    ...              windows=[3], samples=2, noise=0.5)                # keyword arguments work as well
     >>> bool((same.grid("mlp", 3) == r.grid("mlp", 3)).all())
     True
     """
