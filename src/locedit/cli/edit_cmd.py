@@ -20,7 +20,7 @@ from locedit.registry import LiveText, Registry
 
 
 def _methods() -> Registry:
-    from locedit.edit.methods import METHODS  # deferred: the registry imports torch, `locedit --help` must not
+    from locedit.edit.methods import METHODS  # deferred: the registry imports torch; importing the CLI must not
 
     return METHODS
 
