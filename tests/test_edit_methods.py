@@ -8,7 +8,7 @@ import torch
 from locedit.edit.handle import snapshot, weights_equal
 from locedit.edit.hparams import FtHparams, MemitHparams, RomeHparams, table_key
 from locedit.edit.memit import update_direction
-from locedit.edit.methods import METHODS, apply_edit, resolve_hparams
+from locedit.edit.methods import METHODS, apply_edit, compute_edits, resolve_hparams
 from locedit.edit.request import EditRequest
 from locedit.edit.stats import SecondMoments
 from locedit.edit.templates import memit_templates, rome_templates
@@ -73,6 +73,36 @@ def test_memit_spreads_a_rank_one_update_over_every_window_layer(tiny_llama, tin
                 assert s[0] > 1e-6 and s[1] / s[0] < 1e-6
             gaps = h.info["gap_norms"]
             assert gaps[-1] < gaps[0]  # the window closes part of the gap to z
+
+
+@pytest.mark.parametrize("method, fast", [("rome", FAST_ROME), ("memit", FAST_MEMIT)])
+def test_low_rank_factors_rebuild_every_delta(method, fast, tiny_llama, tiny_gpt2, corpus_file):
+    for model, tok in (tiny_llama, tiny_gpt2):
+        hp = resolve_hparams(method, model, "error-injection", fast)
+        [result] = compute_edits(model, tok, [EditRequest(PROMPT, SUBJECT, "Paris")], method, 3, hp,
+                                 stats_for(model, tok, corpus_file))
+        fam = family_for(model)
+        assert sorted(result.low_rank) == sorted(result.deltas)
+        for name, (left, right) in result.low_rank.items():
+            rebuilt = fam.down_update(torch.outer(left.double(), right.double()))
+            delta = result.deltas[name].double()
+            assert torch.allclose(rebuilt, delta, rtol=1e-5, atol=1e-6 * delta.abs().max().item())
+
+
+def test_compute_edits_fails_one_request_alone_and_leaves_weights(tiny_llama, corpus_file):
+    model, tok = tiny_llama
+    hp = resolve_hparams("rome", model, "error-injection", FAST_ROME)
+    before = snapshot(model)
+    good, bad = EditRequest(PROMPT, SUBJECT, "Paris"), EditRequest(PROMPT, "Marie Curie", "Paris")
+    stats = stats_for(model, tok, corpus_file)
+    results = compute_edits(model, tok, [good, bad, good], "rome", 3, hp, stats)
+    assert isinstance(results[1], ValueError) and "Marie Curie" in str(results[1])
+    alone = apply_edit(model, tok, good, "rome", 3, hparams=hp, stats=stats)
+    alone.restore()
+    for result in (results[0], results[2]):
+        (name, delta), = result.deltas.items()
+        assert torch.equal(delta, alone.deltas[name]) and result.info["edit_seconds"] > 0
+    assert weights_equal(model, before)
 
 
 def test_sherman_morrison_equals_direct_float64_solve(tiny_llama, corpus_file):

@@ -72,6 +72,7 @@ def memit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, 
         raise ValueError(f"unknown MEMIT solver {hp.solver!r}; use 'sherman_morrison' or 'compat'")
     z_site = fam.site("block_output", layers[-1])
     residuals: list[float] = []
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with edit_noise(model, tok, request) as noise, EditHandle(model) as running:
         target = optimize_target_value(model, tok, request, z_site, contexts, memit_schedule(hp), noise)
         rows = context_rows(tok, contexts, request)
@@ -86,10 +87,12 @@ def memit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, 
             a = update_direction(k, hp.mom2_update_weight, **solve_with[layer])
             weight = fam.down_weight(model, layer)
             delta = fam.down_update(torch.outer(rho.double(), a).to(weight.dtype)).contiguous()
-            running.apply({f"{fam.down_name(layer)}.weight": delta})
+            name = f"{fam.down_name(layer)}.weight"
+            factors[name] = (rho.double(), a)
+            running.apply({name: delta})
         deltas = dict(running.deltas)
         [h_final] = read_at(model, tok, [z_site], plain, noise)
     residuals.append(float((target.value - h_final[0]).norm()))
     info = {"z": target.value, "h0": target.initial, "losses": target.losses, "nlls": target.nlls,
             "gap_norms": residuals}
-    return MethodResult(deltas, info)
+    return MethodResult(deltas, info, low_rank=factors)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -32,6 +32,8 @@ from locedit.windows import window_layers
 
 MethodFn = Callable[[nn.Module, PreTrainedTokenizerBase, EditRequest, list[int], Hparams, "SecondMoments | None"],
                     MethodResult]
+ManyFn = Callable[[nn.Module, PreTrainedTokenizerBase, Sequence[EditRequest], list[int], Hparams,
+                   "SecondMoments | None"], list[MethodResult]]
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Method:
     per model and problem in :data:`locedit.edit.hparams.TABLES`); ``label`` and ``color`` name and draw it
     in tables and figures; ``uses_stats``: it reads the key second moments (computed before any edit);
     ``window``: how many layers around the central one it edits (the hyperparameters' ``window``, if the
-    class has one, starts from it).
+    class has one, starts from it). ``compute_many``, when a method has one, computes the results of several
+    requests at the same layers together and equals ``compute`` applied to each in turn.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Method:
     uses_stats: bool
     window: int = 1
     aliases: tuple[str, ...] = ()
+    compute_many: ManyFn | None = None
 
     def check_overrides(self, overrides: Mapping[str, Any]) -> None:
         """One-line error for hyperparameter names the method's dataclass does not have."""
@@ -123,3 +127,49 @@ def apply_edit(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequ
     seconds = time.perf_counter() - start
     info = dict(result.info, hparams=hp, stats=stats.info.to_dict() if stats is not None else None)
     return EditHandle(model, result.deltas, method=spec.name, layers=layers, edit_seconds=seconds, info=info)
+
+
+def compute_edits(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest], method: str,
+                  layer: int, hparams: Hparams, stats: SecondMoments | None = None) -> list[MethodResult | Exception]:
+    """``method``'s results for several requests centred on the same ``layer``, without applying them.
+
+    One entry per request, in order: its :class:`MethodResult`, or the exception its edit raised (a failing
+    request fails alone: when the joint computation of ``compute_many`` raises, each request is computed
+    on its own). ``info["edit_seconds"]`` is the request's share of the time spent.
+    """
+    spec = get_method(method)
+    layers = edit_layers(model, layer, hparams)
+    if spec.uses_stats:
+        if stats is None:
+            stats = moments_for(model, tok, hparams.mom2_corpus, hparams.mom2_n_tokens)
+        stats.prefetch(layers)
+    out: list[MethodResult | Exception | None] = [_request_error(tok, r) for r in requests]
+    todo = [i for i, r in enumerate(out) if r is None]
+    if spec.compute_many is not None and len(todo) > 1:
+        start = time.perf_counter()
+        try:
+            joint = spec.compute_many(model, tok, [requests[i] for i in todo], layers, hparams, stats)
+        except Exception:  # noqa: BLE001 - recomputed one by one below, so only the failing request fails
+            joint = []
+        for i, result in zip(todo, joint):
+            out[i] = _timed(result, (time.perf_counter() - start) / len(todo))
+    for i in (i for i in todo if out[i] is None):
+        start = time.perf_counter()
+        try:
+            out[i] = _timed(spec.compute(model, tok, requests[i], layers, hparams, stats), time.perf_counter() - start)
+        except Exception as err:  # noqa: BLE001 - reported per request
+            out[i] = err
+    return out  # type: ignore[return-value]
+
+
+def _request_error(tok: PreTrainedTokenizerBase, request: EditRequest) -> Exception | None:
+    try:
+        validate_request(tok, request)
+    except Exception as err:  # noqa: BLE001 - reported per request
+        return err
+    return None
+
+
+def _timed(result: MethodResult, seconds: float) -> MethodResult:
+    result.info["edit_seconds"] = seconds
+    return result

@@ -65,4 +65,5 @@ def rome(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, l
     delta = fam.down_update(torch.outer(r, u)).to(weight.dtype).contiguous()
     info = {"u": u, "k_star": k_star, "o_star": o_star, "v_star": target.value, "v0": target.initial,
             "losses": target.losses, "nlls": target.nlls, "delta_norm": float((target.value - target.initial).norm())}
-    return MethodResult({f"{fam.down_name(layer)}.weight": delta}, info)
+    name = f"{fam.down_name(layer)}.weight"
+    return MethodResult({name: delta}, info, low_rank={name: (r, u)})
