@@ -122,7 +122,7 @@ def noised_next_token_probs(model: PreTrainedModel, tok: PreTrainedTokenizerBase
     ids = torch.tensor([encode(tok, prompt)] * rows, device=model.device)
     noise = SubjectNoise(sigma, seed=1, default_span=subject_span(tok, prompt, subject))
     with noised_subject(model, noise):
-        logits = model(input_ids=ids).logits[:, -1].float()
+        logits = model(input_ids=ids, logits_to_keep=1).logits[:, -1].float()
     return torch.softmax(logits, dim=-1).mean(0)
 
 

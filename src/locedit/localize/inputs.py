@@ -72,7 +72,7 @@ def prepare(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact_or_prompt
     n = len(p_ids) + (len(given) if given else 1)
     if limit is not None and n > limit:
         raise ValueError(f"prompt + target is {n} tokens, longer than the model's context of {limit}; shorten the prompt")
-    logits = model(input_ids=torch.tensor([p_ids], device=model.device)).logits[0, -1]
+    logits = model(input_ids=torch.tensor([p_ids], device=model.device), logits_to_keep=1).logits[0, -1]
     greedy = int(logits.argmax())
     t_ids, source = (given, "given") if given else ([greedy], "greedy")
     target = tok.decode(t_ids)
