@@ -51,14 +51,16 @@ def p_phrase(p: float) -> str:
 
 def per_edit_frame(
     frames: dict[str, pd.DataFrame], window: int = 5, kind: str = "mlp", effect: str = "te",
-    correct_only: bool = True,
+    correct_only: bool = True, probable_only: bool = False,
 ) -> pd.DataFrame:
     """Edits joined with the per-layer trace of the same fact at the edit's central layer
     (docs/algorithms.md#per-edit-table).
 
     Adds the trace columns (te, te_clean, te_last, abs_effect, abs_last, corruption_effect) and
     ``effect`` = the column named by ``effect``. Keeps central layers >= 0, facts with is_correct == 1
-    (when ``correct_only`` and the facts table has the column), and drops rows without a trace value.
+    (when ``correct_only`` and the facts table has the column), facts whose p(o_true) passed the run's
+    probability threshold (``probable_only``: the zsRE rule, p(o_true) > 0.02 by default, read from the
+    facts table's passes_erasure_filter), and drops rows without a trace value.
     Method and problem names are normalised to the paper's labels (labels.py).
     """
     edits = frames.get("edits")
@@ -81,6 +83,9 @@ def per_edit_frame(
     if correct_only and facts is not None and "is_correct" in facts.columns:
         correct = facts.loc[facts["is_correct"].fillna(0).astype(bool), "case_id"]
         out = out[out["case_id"].isin(correct)]
+    if probable_only and facts is not None and "passes_erasure_filter" in facts.columns:
+        probable = facts.loc[facts["passes_erasure_filter"].fillna(0).astype(bool), "case_id"]
+        out = out[out["case_id"].isin(probable)]
     out = out.assign(effect=out[effect]).dropna(subset=["effect"])
     out["method"] = out["method"].map(method_label)
     out["problem"] = out["problem"].map(problem_label)
