@@ -101,8 +101,8 @@ def test_partial_run_skips_with_reasons(tmp_path):
     only = ("fig01_peak_layers", "fig04_rome_ei_scatter", "fig07_scores_by_layer", "fig08_essence_by_layer",
             "fig12_r2_bars_window10", "fig21_rome_ei_zeroing_panels")
     result = analyze_frames(frames, tmp_path / "analysis", synthetic_manifest(n_layers=8), figures=only)
-    assert [t.key for t in result.tables] == ["table3", "table4", "table5", "table6", "fig06_table", "scores"]  # 1, 2, 7
-    # need ROME EI
+    # no ROME EI: no Tables 1, 2, 7
+    assert [t.key for t in result.tables] == ["table3", "table4", "table5", "table6", "fig06_table", "scores"]
     assert set(result.skipped) == {"fig04_rome_ei_scatter", "fig08_essence_by_layer", "fig12_r2_bars_window10",
                                    "fig21_rome_ei_zeroing_panels"}
     assert "ROME Error Injection" in result.skipped["fig04_rome_ei_scatter"]

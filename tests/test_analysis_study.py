@@ -52,7 +52,8 @@ def test_fig6_and_fig12_tables_carry_the_intervals(study):
         assert list(zip(table.frame["problem"], table.frame["method"])) == list(zip(rewrite.problem, rewrite.method))
         assert table.frame["Diff 95% CI low"].tolist() == pytest.approx(rewrite["diff_lo"].tolist())
         assert table.frame["Diff 95% CI high"].tolist() == pytest.approx(rewrite["diff_hi"].tolist())
-        assert (result.out_dir / f"{key}.csv").exists() and "1,000 resamples" in (result.out_dir / f"{key}.md").read_text()
+        assert (result.out_dir / f"{key}.csv").exists()
+        assert "1,000 resamples" in (result.out_dir / f"{key}.md").read_text()
     fig6 = result.table("fig06_table").frame.set_index(["problem", "method"])
     assert fig6.loc[("EI", "ROME"), "Diff paper (GPT-J)"] == 0.001 and fig6.loc[("FF", "FT-5"), "Diff 95% CI low"] > 0
     assert "<1e-4" in result.table("fig06_table").markdown()  # the paper's F p, printed as the paper does
@@ -97,8 +98,8 @@ def test_findings_export_copies_small_outputs_and_replaces_stale_ones(study, tmp
     written = export_findings(run_dir, dest)
     names = {p.relative_to(dest).as_posix() for p in written}
     assert {"table1.csv", "table1.md", "fig06_table.csv", "fig06_table.md", "fig12_table.csv", "regressions.csv",
-            "summary.json", "manifest.json", "figures/fig06_r2_bars.png", "figures/fig14_rome_ei_magnitude_abs_last.png",
-            } <= names
+            "summary.json", "manifest.json", "figures/fig06_r2_bars.png",
+            "figures/fig14_rome_ei_magnitude_abs_last.png"} <= names
     on_disk = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert on_disk == names | {"README.md"} and (dest / "README.md").read_text() == "kept"
     assert not any(n.endswith((".sqlite", ".svg", ".html")) for n in on_disk)

@@ -146,8 +146,8 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
                                          "closest to the paper's ROME depth (GPT-J layer 5 of 28)."),
         "Compat switches": ", ".join(f"{k} = {v}" for k, v in switches.items()) or "none recorded in the config",
         "Analysis": ("RMSE/MAE are in-sample (docs/algorithms.md#regressions); a cluster-robust (by fact) Wald test "
-                     "is reported beside the paper's nested F-test because each fact appears once per layer; beyond the paper, "
-                     "each Diff has a 95% cluster-bootstrap interval (facts resampled, docs/algorithms.md#bootstrap)."),
+                     "is reported beside the paper's nested F-test because each fact appears once per layer; beyond the "
+                     "paper, each Diff has a 95% cluster-bootstrap interval (facts resampled, docs/algorithms.md#bootstrap)."),
     }
 
 
