@@ -121,6 +121,7 @@ def synthetic_frames(
                         "problem": RAW_NAMES.get(problem, problem), "layer": layer,
                         "layers": json.dumps([layer]), "target_new": fact["target_new"], "request_baseline": "",
                         "rewrite_pre": 0.01, "rewrite_post": scores["rewrite_score"], **scores,
+                        "rome_rewrite_magnitude": scores["rewrite_score"] - 0.01,
                         "essence_score": essence, "overall_score": overall,
                         "overall_essence_score": (3 * overall + essence) / 4, "essence_ppl_pre": 20.0,
                         "essence_ppl_post": 20.0 + 5 * (1 - essence), "edit_seconds": 0.5, "eval_seconds": 0.2,

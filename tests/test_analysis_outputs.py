@@ -33,14 +33,17 @@ def full(tmp_path_factory):
 def test_tables_written_with_paper_layout(full):
     _, _, result = full
     keys = [t.key for t in result.tables]
-    assert keys == ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "scores"]
+    assert keys == ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "fig06_table", "fig12_table",
+                    "scores"]
     for key in keys:
         assert (result.out_dir / f"{key}.csv").exists() and (result.out_dir / f"{key}.md").exists()
     t1 = pd.read_csv(result.out_dir / "table1.csv")
-    assert list(t1.model) == ["Layer", "Tracing Effect", "Both"]
-    assert t1["R2 paper (GPT-J)"].tolist() == [0.947, 0.016, 0.948]
+    assert list(t1.model) == ["Layer", "Tracing Effect", "Both", "Diff (Both − Layer)"]
+    assert t1["R2 paper (GPT-J)"].tolist() == [0.947, 0.016, 0.948, 0.001]
     rome = result.regressions.query("method == 'ROME' and problem == 'EI' and outcome == 'rewrite_score'").iloc[0]
-    assert t1.R2.tolist() == pytest.approx([rome.r2_layer, rome.r2_trace, rome.r2_both])
+    assert t1.R2.tolist() == pytest.approx([rome.r2_layer, rome.r2_trace, rome.r2_both, rome["diff"]])
+    assert t1["95% CI low"].iloc[3] == rome.diff_lo and t1["95% CI high"].iloc[3] == rome.diff_hi
+    assert t1["95% CI low"].iloc[:3].isna().all() and "1,000 resamples" in (result.out_dir / "table1.md").read_text()
     t3 = result.table("table3").frame
     assert list(zip(t3.problem, t3.method)) == [("EI", "FT-5"), ("EI", "ROME"), ("FF", "FT-5"), ("FF", "ROME")]
     md = (result.out_dir / "table3.md").read_text()
@@ -81,8 +84,10 @@ def test_deviations_name_the_data_that_was_used(full):
 
 def test_all_figures_drawn_when_data_present(full):
     _, _, result = full
-    assert result.skipped == {}
-    assert [f.key for f in result.figures] == list(FIGURES)
+    zsre_only = [spec.key for spec in FIGURES.values() if spec.data == "zsre"]
+    assert zsre_only == ["fig19_zsre_rome_te_panels", "fig20_zsre_rome_overall_panels"]
+    assert result.skipped == {key: "drawn for zsre runs only; this run is counterfact" for key in zsre_only}
+    assert [f.key for f in result.figures] == [key for key in FIGURES if key not in zsre_only]
     for fig in result.figures:
         assert fig.png.read_bytes()[:4] == b"\x89PNG" and fig.svg.read_text().lstrip().startswith("<?xml")
     summary = json.loads((result.out_dir / "summary.json").read_text())
@@ -96,7 +101,8 @@ def test_partial_run_skips_with_reasons(tmp_path):
     only = ("fig01_peak_layers", "fig04_rome_ei_scatter", "fig07_scores_by_layer", "fig08_essence_by_layer",
             "fig12_r2_bars_window10", "fig21_rome_ei_zeroing_panels")
     result = analyze_frames(frames, tmp_path / "analysis", synthetic_manifest(n_layers=8), figures=only)
-    assert [t.key for t in result.tables] == ["table3", "table4", "table5", "table6", "scores"]  # no ROME EI: 1, 2, 7
+    # no ROME EI: no Tables 1, 2, 7
+    assert [t.key for t in result.tables] == ["table3", "table4", "table5", "table6", "fig06_table", "scores"]
     assert set(result.skipped) == {"fig04_rome_ei_scatter", "fig08_essence_by_layer", "fig12_r2_bars_window10",
                                    "fig21_rome_ei_zeroing_panels"}
     assert "ROME Error Injection" in result.skipped["fig04_rome_ei_scatter"]

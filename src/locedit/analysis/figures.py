@@ -28,7 +28,7 @@ from locedit.analysis.labels import (  # noqa: E402
     EFFECT_NAMES, METHOD_COLORS, METHODS, OUTCOME_NAMES, PROBLEM_NAMES, PROBLEMS, method_label, ordered,
     problem_label,
 )
-from locedit.analysis.regressions import p_phrase, regression_table  # noqa: E402
+from locedit.analysis.regressions import p_phrase  # noqa: E402
 from locedit.analysis.trace_stats import effect_curve, peak_layers  # noqa: E402
 from locedit.edit.methods import METHODS as METHOD_REGISTRY  # noqa: E402
 from locedit.registry import Registry  # noqa: E402
@@ -54,7 +54,8 @@ class FigureContext:
     n_layers: int = 0
     rome_layer: int | None = None
     token_labels: Callable[[int], list[str] | None] = field(default=lambda case_id: None)
-    per_edit_for_window: Callable[[int], pd.DataFrame] | None = None
+    regressions_window10: pd.DataFrame | None = None
+    dataset: str = "counterfact"
 
     def edits_present(self) -> pd.DataFrame:
         if self.per_edit is None:
@@ -221,17 +222,40 @@ def fig02_heatmaps(ctx: FigureContext) -> Figure:
 # -- edit score vs tracing effect -----------------------------------------------------------------
 
 
-def fig04_scatter(ctx: FigureContext) -> Figure:
-    """Fig. 4: ROME EI rewrite score vs tracing effect at the ROME layer, OLS line, y = x."""
+def _at_rome_layer(ctx: FigureContext) -> tuple[int, pd.DataFrame]:
+    """The ROME layer (or, without it, the most frequent edit layer) and the ROME EI edits made there."""
     sub = _condition(ctx, "ROME", "EI")
     layer = ctx.rome_layer if ctx.rome_layer in set(sub["layer"]) else int(sub["layer"].mode().iloc[0])
-    at = sub[sub["layer"] == layer][["effect", "rewrite_score"]].dropna()
+    return layer, sub[sub["layer"] == layer]
+
+
+def fig04_scatter(ctx: FigureContext) -> Figure:
+    """Fig. 4: ROME EI rewrite score vs tracing effect at the ROME layer, OLS line, y = x."""
+    layer, at = _at_rome_layer(ctx)
+    at = at[["effect", "rewrite_score"]].dropna()
     fig, ax = plt.subplots(figsize=(6, 5))
     r, p = _scatter_fit(ax, at["effect"].to_numpy(float), at["rewrite_score"].to_numpy(float))
     _unit_axes(ax)
     ax.set_xlabel(f"{EFFECT_NAMES['te']}, 0–1")
     ax.set_ylabel("rewrite score (0–1)")
     ax.set_title(f"Fig. 4 — ROME Error Injection at layer {layer} (n = {len(at)}): r = {r:.3f}, {p_phrase(p)}",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def fig14_magnitude(ctx: FigureContext) -> Figure:
+    """Fig. 14: ROME EI rewrite magnitude (p(o_new) − p(o_true) after the edit, the original ROME metric) vs the
+    absolute tracing effect at the last subject token, at the ROME layer."""
+    layer, at = _at_rome_layer(ctx)
+    if "rome_rewrite_magnitude" not in at.columns or at["rome_rewrite_magnitude"].isna().all():
+        raise SkipFigure("the run has no rewrite magnitudes (original ROME metrics)")
+    at = at[["abs_last", "rome_rewrite_magnitude"]].dropna()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    r, p = _scatter_fit(ax, at["abs_last"].to_numpy(float), at["rome_rewrite_magnitude"].to_numpy(float))
+    ax.set_xlabel(f"{EFFECT_NAMES['abs_last']} (probability)")
+    ax.set_ylabel("rewrite magnitude p(o_new) − p(o_true)")
+    ax.set_title(f"Fig. 14 — ROME Error Injection at layer {layer} (n = {len(at)}): r = {r:.3f}, {p_phrase(p)}",
                  fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     return fig
@@ -253,13 +277,13 @@ def _panels_by_layer(sub: pd.DataFrame, outcome: str, effect: str, title: str, x
     return fig
 
 
-def _panels_figure(number: str, method: str, problem: str, outcome: str, effect: str) -> Callable:
+def _panels_figure(number: str, method: str, problem: str, outcome: str, effect: str, data: str = "") -> Callable:
     def build(ctx: FigureContext) -> Figure:
         sub = _condition(ctx, method, problem)
         if effect not in sub.columns or sub[effect].isna().all():
             raise SkipFigure(f"the trace has no {effect} values")
         name = PROBLEM_NAMES.get(problem, problem)
-        title = (f"Fig. {number} — {method} {name}: {OUTCOME_NAMES[outcome]} vs {EFFECT_NAMES[effect]}, "
+        title = (f"Fig. {number} — {data}{method} {name}: {OUTCOME_NAMES[outcome]} vs {EFFECT_NAMES[effect]}, "
                  f"per central layer")
         xlabel = EFFECT_NAMES[effect] + (" (unclipped)" if effect == "te_last" else ", 0–1")
         return _panels_by_layer(sub, outcome, effect, title, xlabel)
@@ -268,25 +292,30 @@ def _panels_figure(number: str, method: str, problem: str, outcome: str, effect:
     return build
 
 
-def fig21_zeroing(ctx: FigureContext) -> Figure:
-    """Figs. 21–22: ROME EI rewrite and overall score vs representation-zeroing effect, per layer."""
-    zl = ctx.frames.get("zeroing_layers", pd.DataFrame())
-    if zl.empty:
-        raise SkipFigure("the run has no representation zeroing")
-    sub = _condition(ctx, "ROME", "EI")
-    joined = sub.drop(columns=["z_subject", "z_all"], errors="ignore").merge(
-        zl[zl["window"] == zl["window"].min()][["case_id", "layer", "z_subject"]], on=["case_id", "layer"])
-    if joined.empty:
-        raise SkipFigure("no zeroing values at the ROME edit layers")
-    return _panels_by_layer(joined, "rewrite_score", "z_subject",
-                            "Fig. 21 — ROME Error Injection: rewrite score vs zeroing effect, per central layer",
-                            EFFECT_NAMES["z_subject"] + ", 0–1")
+def _zeroing_figure(number: str, outcome: str) -> Callable:
+    def build(ctx: FigureContext) -> Figure:
+        zl = ctx.frames.get("zeroing_layers", pd.DataFrame())
+        if zl.empty:
+            raise SkipFigure("the run has no representation zeroing")
+        sub = _condition(ctx, "ROME", "EI")
+        joined = sub.drop(columns=["z_subject", "z_all"], errors="ignore").merge(
+            zl[zl["window"] == zl["window"].min()][["case_id", "layer", "z_subject"]], on=["case_id", "layer"])
+        if joined.empty:
+            raise SkipFigure("no zeroing values at the ROME edit layers")
+        title = (f"Fig. {number} — ROME Error Injection: {OUTCOME_NAMES[outcome]} vs zeroing effect, per central "
+                 "layer")
+        return _panels_by_layer(joined, outcome, "z_subject", title, EFFECT_NAMES["z_subject"] + ", 0–1")
+
+    build.__doc__ = (f"Fig. {number}: ROME EI {outcome} vs the representation-zeroing effect (max over subject "
+                     "tokens), one panel per central layer.")
+    return build
 
 
 # -- R² bars --------------------------------------------------------------------------------------
 
 
 def _r2_bars(reg: pd.DataFrame, title: str) -> Figure:
+    """Stacked R² Layer + Diff bars per problem facet; the Diff's bootstrap interval as an error bar on top."""
     sub = reg[reg["outcome"] == "rewrite_score"]
     if sub.empty:
         raise SkipFigure("no rewrite-score regressions")
@@ -300,10 +329,16 @@ def _r2_bars(reg: pd.DataFrame, title: str) -> Figure:
         diff = rows["diff"].fillna(0).clip(lower=0).to_numpy()
         ax.bar(x, layer, color="#4c72b0", label="R² Layer")
         ax.bar(x, diff, bottom=layer, color="#dd8452", label="Diff (Both − Layer)")
+        top = layer + diff
+        if "diff_lo" in rows and rows["diff_lo"].notna().any():
+            lo = layer + rows["diff_lo"].fillna(0).clip(lower=0).to_numpy()
+            hi = layer + rows["diff_hi"].fillna(0).clip(lower=0).to_numpy()
+            ax.errorbar(x, top, yerr=[np.clip(top - lo, 0, None), np.clip(hi - top, 0, None)], fmt="none",
+                        ecolor="black", elinewidth=1, capsize=3, label="Diff 95% bootstrap CI")
+            top = np.maximum(top, hi)
         for xi, (_, row) in zip(x, rows.iterrows()):
             if np.isfinite(row["p"]) and row["p"] < 1e-4:
-                ax.text(xi, layer[xi] + diff[xi] + 0.01, "p<1e-4", ha="center", fontsize=7, rotation=90,
-                        va="bottom")
+                ax.text(xi, top[xi] + 0.01, "p<1e-4", ha="center", fontsize=7, rotation=90, va="bottom")
         ax.set_xticks(x, methods, rotation=45)
         ax.set_title(PROBLEM_NAMES.get(problem, problem), fontsize=10)
         ax.set_xlabel("editing method")
@@ -324,10 +359,9 @@ def fig06_r2(ctx: FigureContext) -> Figure:
 
 def fig12_r2_window10(ctx: FigureContext) -> Figure:
     """Fig. 12: Fig. 6 with the tracing effect from a window-10 trace."""
-    if ctx.window == 10 or 10 not in ctx.trace_windows() or ctx.per_edit_for_window is None:
+    if ctx.regressions_window10 is None or ctx.regressions_window10.empty:
         raise SkipFigure("needs a window-10 trace besides the main window")
-    return _r2_bars(regression_table(ctx.per_edit_for_window(10), outcomes=("rewrite_score",)),
-                    "Fig. 12 — As Fig. 6 with tracing effects from window-10 traces")
+    return _r2_bars(ctx.regressions_window10, "Fig. 12 — As Fig. 6 with tracing effects from window-10 traces")
 
 
 # -- scores by layer ------------------------------------------------------------------------------
@@ -382,14 +416,16 @@ def fig09_overall(ctx: FigureContext) -> Figure:
 
 @dataclass(frozen=True)
 class PaperFigure:
-    """A registered figure: key (file stem, HTML id), the paper's number, title, drawing function, and the
-    result tables it reads (a run without one of them skips it)."""
+    """A registered figure: key (file stem, HTML id), the paper's number, title, drawing function, the result
+    tables it reads (a run without one of them skips it) and the dataset it belongs to ("any", or
+    "counterfact" / "zsre" for the figures the paper draws for one of them only)."""
 
     name: str
     number: str
     title: str
     build: Callable[[FigureContext], Figure]
     needs: tuple[str, ...]
+    data: str = "any"
 
     @property
     def key(self) -> str:
@@ -414,16 +450,24 @@ for _f in (
         PaperFigure("fig11_peaks_by_window", "11", "Peak layers by window", fig11_peaks_by_window, TRACE),
         PaperFigure("fig12_r2_bars_window10", "12", "R² bars with window-10 tracing", fig12_r2_window10,
                     EDITS_TRACED),
+        PaperFigure("fig14_rome_ei_magnitude_abs_last", "14",
+                    "ROME EI rewrite magnitude vs absolute last-subject-token effect", fig14_magnitude, EDITS_TRACED),
         PaperFigure("fig15_rome_ei_te_panels", "15", "ROME EI rewrite vs tracing effect per layer",
-                    _panels_figure("15", "ROME", "EI", "rewrite_score", "te"), EDITS_TRACED),
+                    _panels_figure("15", "ROME", "EI", "rewrite_score", "te"), EDITS_TRACED, "counterfact"),
         PaperFigure("fig16_rome_ei_te_last_panels", "16", "ROME EI rewrite vs last-subject-token effect per layer",
                     _panels_figure("16", "ROME", "EI", "rewrite_score", "te_last"), EDITS_TRACED),
         PaperFigure("fig17_ft5_ff_te_panels", "17", "FT-5 Fact Forcing rewrite vs tracing effect per layer",
                     _panels_figure("17", "FT-5", "FF", "rewrite_score", "te"), EDITS_TRACED),
         PaperFigure("fig18_rome_ei_overall_panels", "18", "ROME EI overall score vs tracing effect per layer",
-                    _panels_figure("18", "ROME", "EI", "overall_score", "te"), EDITS_TRACED),
+                    _panels_figure("18", "ROME", "EI", "overall_score", "te"), EDITS_TRACED, "counterfact"),
+        PaperFigure("fig19_zsre_rome_te_panels", "19", "zsRE: ROME rewrite vs tracing effect per layer",
+                    _panels_figure("19", "ROME", "EI", "rewrite_score", "te", "zsRE, "), EDITS_TRACED, "zsre"),
+        PaperFigure("fig20_zsre_rome_overall_panels", "20", "zsRE: ROME overall score vs tracing effect per layer",
+                    _panels_figure("20", "ROME", "EI", "overall_score", "te", "zsRE, "), EDITS_TRACED, "zsre"),
         PaperFigure("fig21_rome_ei_zeroing_panels", "21", "ROME EI rewrite vs zeroing effect per layer",
-                    fig21_zeroing, (*EDITS_TRACED, "zeroing_layers"))):
+                    _zeroing_figure("21", "rewrite_score"), (*EDITS_TRACED, "zeroing_layers")),
+        PaperFigure("fig22_rome_ei_overall_zeroing_panels", "22", "ROME EI overall score vs zeroing effect per layer",
+                    _zeroing_figure("22", "overall_score"), (*EDITS_TRACED, "zeroing_layers"))):
     FIGURES.register(_f)
 
 
@@ -441,6 +485,8 @@ def make_figures(ctx: FigureContext, out_dir: Path, only: tuple[str, ...] | None
             continue
         missing = [t for t in spec.needs if t not in ctx.frames]
         try:
+            if spec.data not in ("any", ctx.dataset):
+                raise SkipFigure(f"drawn for {spec.data} runs only; this run is {ctx.dataset}")
             if missing:
                 raise SkipFigure(f"the run has no {' or '.join(missing)} table")
             fig = spec.build(ctx)

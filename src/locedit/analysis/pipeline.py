@@ -133,9 +133,10 @@ def analyze_frames(
     config = (manifest or {}).get("config", {}) or {}
     zsre = is_zsre(manifest)
     correct_only = bool((config.get("data", {}) or {}).get("correctness_filter", True)) and not zsre
+    joined = {"kind": kind, "correct_only": correct_only, "probable_only": zsre}
     per_edit, error = None, ""
     try:
-        per_edit = per_edit_frame(frames, window=window, kind=kind, correct_only=correct_only)
+        per_edit = per_edit_frame(frames, window=window, **joined)
         if per_edit.empty:
             per_edit, error = None, "no edit has a tracing effect at its layer (facts filtered or not traced)"
     except ValueError as err:
@@ -152,7 +153,9 @@ def analyze_frames(
         n_traced = int(layers.loc[(layers["window"] == window) & (layers["kind"] == kind), "case_id"].nunique())
         conc = concentrated_cases(layers, window, kind)
         reg_conc = regression_table(per_edit[per_edit["case_id"].isin(conc)])
-    tables = build_tables(reg, reg_conc, len(conc), n_traced, zsre=zsre) if not reg.empty else []
+    reg10 = _window10_regressions(frames, window, joined) if per_edit is not None else None
+    tables = build_tables(reg, reg_conc, len(conc), n_traced, zsre=zsre, window=window,
+                          reg_window10=reg10) if not reg.empty else []
     scores = score_table(frames.get("edits", empty))
     tables = tables + [scores] if scores is not None else tables
     write_tables(tables, out_dir)
@@ -160,6 +163,8 @@ def analyze_frames(
     corr.to_csv(out_dir / "correlations.csv", index=False)
     if reg_conc is not None:
         reg_conc.to_csv(out_dir / "regressions_concentrated.csv", index=False)
+    if reg10 is not None:
+        reg10.to_csv(out_dir / "regressions_window10.csv", index=False)
 
     n_layers = n_layers_of(frames)
     rome_layer = rome_layer_of(frames, n_layers)
@@ -168,8 +173,8 @@ def analyze_frames(
         ctx = FigureContext(
             frames=frames, window=window, kind=kind, per_edit=per_edit, per_edit_error=error, regressions=reg,
             n_layers=n_layers, rome_layer=rome_layer,
-            token_labels=_token_labeler(manifest, frames.get("facts", empty)),
-            per_edit_for_window=lambda w: per_edit_frame(frames, window=w, kind=kind, correct_only=correct_only),
+            token_labels=_token_labeler(manifest, frames.get("facts", empty)), regressions_window10=reg10,
+            dataset="zsre" if zsre else "counterfact",
         )
         only = figures if isinstance(figures, tuple) else None
         written, skipped = make_figures(ctx, out_dir / "figures", only=only)
@@ -180,14 +185,29 @@ def analyze_frames(
     return result
 
 
+def _window10_regressions(frames: dict[str, pd.DataFrame], window: int, joined: dict[str, Any],
+                          ) -> pd.DataFrame | None:
+    """The rewrite-score regressions with window-10 tracing effects (Fig. 12), when the run traced window 10
+    besides the main window."""
+    layers = frames.get("trace_layers", pd.DataFrame())
+    if window == 10 or layers.empty or not ((layers["window"] == 10) & (layers["kind"] == joined["kind"])).any():
+        return None
+    per_edit = per_edit_frame(frames, window=10, **joined)
+    return regression_table(per_edit, outcomes=("rewrite_score",)) if not per_edit.empty else None
+
+
+def _interval(row: pd.Series) -> dict[str, Any]:
+    return {"diff": _num(row["diff"]), "diff_lo": _num(row["diff_lo"]), "diff_hi": _num(row["diff_hi"])}
+
+
 def _summary(frames, per_edit, reg, conc, n_traced, window, kind, error, result) -> dict[str, Any]:
     rewrite = reg[reg["outcome"] == "rewrite_score"] if not reg.empty else reg
     t1 = rewrite[(rewrite["method"] == "ROME") & (rewrite["problem"] == "EI")] if not reg.empty else reg
     key: dict[str, Any] = {}
     if not t1.empty:
         row = t1.iloc[0]
-        key["rome_ei_rewrite"] = {k: _num(row[k]) for k in ("n", "r2_layer", "r2_trace", "r2_both", "diff", "p",
-                                                             "cluster_p")}
+        key["rome_ei_rewrite"] = {k: _num(row[k]) for k in ("n", "r2_layer", "r2_trace", "r2_both", "diff", "diff_lo",
+                                                             "diff_hi", "p", "cluster_p")}
     if not rewrite.empty:
         best = rewrite.loc[rewrite["diff"].idxmax()] if rewrite["diff"].notna().any() else None
         key["mean_r2_layer_rewrite"] = _num(rewrite["r2_layer"].mean())
@@ -196,7 +216,12 @@ def _summary(frames, per_edit, reg, conc, n_traced, window, kind, error, result)
             key["max_diff_rewrite"] = {"diff": _num(best["diff"]), "method": best["method"],
                                        "problem": best["problem"], "p": _num(best["p"])}
         key["conditions_p_below_1e-4"] = int((rewrite["p"] < 1e-4).sum())
+        key["conditions_interval_above_0"] = int((rewrite["diff_lo"] > 0).sum())
         key["conditions"] = len(rewrite)
+        key["bootstrap"] = {"resamples": int(rewrite["boot_n"].iloc[0]), "seed": int(rewrite["boot_seed"].iloc[0]),
+                            "interval": "basic, 95%, facts resampled with replacement"}
+        key["diff_intervals_rewrite"] = [{"method": r["method"], "problem": r["problem"], **_interval(r)}
+                                         for _, r in rewrite.iterrows()]
     return {
         "window": window, "kind": kind, "counts": _counts(frames, per_edit),
         "methods": [m for m in METHODS if not reg.empty and m in set(reg["method"])],

@@ -12,7 +12,8 @@ the slope and its per-layer interactions — are zero), with the covariance clus
 (statsmodels ``cov_type="cluster"``; F reference distribution with G − 1 denominator df, G = number of
 facts). It answers the same question as the nested F-test without assuming independent rows. Like any
 cluster-robust test it needs many clusters: with under ~100 facts it rejects too often (on synthetic
-data with no tracing slope and 36 facts, p < 0.05 in several of 20 conditions), so read it on full runs.
+data with no tracing slope and 36 facts, p < 0.05 in several of 20 conditions), so read it on full runs. The
+interval of Diff comes from a cluster bootstrap by fact (bootstrap.py, docs/algorithms.md#bootstrap).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
+from locedit.analysis.bootstrap import BOOT_SEED, N_BOOT, bootstrap_diff
+from locedit.analysis.design import design_matrices
 from locedit.analysis.labels import METHODS, OUTCOMES, PROBLEMS, method_label, ordered, problem_label
 
 TRACE_EFFECTS: tuple[str, ...] = ("te", "te_clean", "te_last", "abs_effect", "abs_last")
@@ -48,14 +51,16 @@ def p_phrase(p: float) -> str:
 
 def per_edit_frame(
     frames: dict[str, pd.DataFrame], window: int = 5, kind: str = "mlp", effect: str = "te",
-    correct_only: bool = True,
+    correct_only: bool = True, probable_only: bool = False,
 ) -> pd.DataFrame:
     """Edits joined with the per-layer trace of the same fact at the edit's central layer
     (docs/algorithms.md#per-edit-table).
 
     Adds the trace columns (te, te_clean, te_last, abs_effect, abs_last, corruption_effect) and
     ``effect`` = the column named by ``effect``. Keeps central layers >= 0, facts with is_correct == 1
-    (when ``correct_only`` and the facts table has the column), and drops rows without a trace value.
+    (when ``correct_only`` and the facts table has the column), facts whose p(o_true) passed the run's
+    probability threshold (``probable_only``: the zsRE rule, p(o_true) > 0.02 by default, read from the
+    facts table's passes_erasure_filter), and drops rows without a trace value.
     Method and problem names are normalised to the paper's labels (labels.py).
     """
     edits = frames.get("edits")
@@ -78,6 +83,9 @@ def per_edit_frame(
     if correct_only and facts is not None and "is_correct" in facts.columns:
         correct = facts.loc[facts["is_correct"].fillna(0).astype(bool), "case_id"]
         out = out[out["case_id"].isin(correct)]
+    if probable_only and facts is not None and "passes_erasure_filter" in facts.columns:
+        probable = facts.loc[facts["passes_erasure_filter"].fillna(0).astype(bool), "case_id"]
+        out = out[out["case_id"].isin(probable)]
     out = out.assign(effect=out[effect]).dropna(subset=["effect"])
     out["method"] = out["method"].map(method_label)
     out["problem"] = out["problem"].map(problem_label)
@@ -86,7 +94,8 @@ def per_edit_frame(
 
 @dataclass(frozen=True)
 class ConditionFit:
-    """The three fits of one condition (R², nested F-test, in-sample errors, cluster-robust test)."""
+    """The three fits of one condition (R², nested F-test, in-sample errors, cluster-robust test), and the
+    95% cluster-bootstrap interval [diff_lo, diff_hi] of Diff (bootstrap.py), its resample count and seed."""
 
     n: int
     n_facts: int
@@ -107,35 +116,22 @@ class ConditionFit:
     cluster_f: float
     cluster_p: float
     cluster_df_den: float
+    diff_lo: float
+    diff_hi: float
+    boot_n: int
+    boot_seed: int
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-def _nan_fit(n: int, n_facts: int, n_layers: int) -> ConditionFit:
+def _nan_fit(n: int, n_facts: int, n_layers: int, n_boot: int, seed: int) -> ConditionFit:
     nan = math.nan
-    return ConditionFit(n, n_facts, n_layers, *([nan] * 16))
+    return ConditionFit(n, n_facts, n_layers, *([nan] * 18), boot_n=n_boot, boot_seed=seed)
 
 
 def _errors(resid: np.ndarray) -> tuple[float, float]:
     return float(np.sqrt(np.mean(resid**2))), float(np.mean(np.abs(resid)))
-
-
-def design_matrices(layer: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Design matrices of the Layer, Tracing and Both models, and the Both columns holding tracing terms.
-
-    Layer: intercept + treatment dummies of the sorted layer levels (first level = reference).
-    Both: Layer's columns, then the slope x and one interaction dummy·x per non-reference level.
-    """
-    levels = np.unique(layer)
-    dummies = (layer[:, None] == levels[None, 1:]).astype(float)
-    ones = np.ones((len(x), 1))
-    x_col = x[:, None]
-    layer_design = np.hstack([ones, dummies])
-    trace_design = np.hstack([ones, x_col])
-    both_design = np.hstack([layer_design, x_col, dummies * x_col])
-    tracing_terms = list(range(layer_design.shape[1], both_design.shape[1]))
-    return layer_design, trace_design, both_design, tracing_terms
 
 
 def _cluster_wald(
@@ -156,13 +152,15 @@ def _cluster_wald(
     return float(test.statistic), float(test.pvalue), float(test.df_denom)
 
 
-def fit_condition(df: pd.DataFrame, outcome: str, effect: str = "effect") -> ConditionFit:
+def fit_condition(df: pd.DataFrame, outcome: str, effect: str = "effect", n_boot: int = N_BOOT,
+                  seed: int = BOOT_SEED) -> ConditionFit:
     """Layer / Tracing / Both OLS fits of ``outcome`` for one condition, all on the same rows.
 
     Rows with a missing outcome, effect or layer are dropped first. Too few rows (not more than the
     Both model's parameters) give NaN statistics rather than an error, so a sparse condition shows as
     "–" in the tables. Rank-deficient designs (e.g. an effect constant within a layer) are fitted by
-    pseudo-inverse and the F-test uses their actual residual degrees of freedom.
+    pseudo-inverse and the F-test uses their actual residual degrees of freedom. ``n_boot`` cluster
+    resamples by fact with ``seed`` give the interval of Diff (0 resamples: NaN interval).
     """
     missing = [c for c in (outcome, effect, "layer", "case_id") if c not in df.columns]
     if missing:
@@ -173,7 +171,7 @@ def fit_condition(df: pd.DataFrame, outcome: str, effect: str = "effect") -> Con
     }).dropna().reset_index(drop=True)
     n, n_facts, n_layers = len(data), int(data["case_id"].nunique()), int(data["layer"].nunique())
     if n <= 2 * n_layers + 1 or data["y"].nunique() < 2:
-        return _nan_fit(n, n_facts, n_layers)
+        return _nan_fit(n, n_facts, n_layers, n_boot, seed)
     y, x = data["y"].to_numpy(float), data["x"].to_numpy(float)
     layer_design, trace_design, both_design, tracing = design_matrices(data["layer"].to_numpy(), x)
     layer_fit = sm.OLS(y, layer_design).fit()
@@ -187,12 +185,14 @@ def fit_condition(df: pd.DataFrame, outcome: str, effect: str = "effect") -> Con
     groups = pd.factorize(data["case_id"])[0]
     cluster_f, cluster_p, cluster_df = _cluster_wald(y, both_design, tracing, groups)
     r2_layer = float(layer_fit.rsquared) if n_layers > 1 else 0.0
+    interval = bootstrap_diff(data, n_boot, seed)
     return ConditionFit(
         n=n, n_facts=n_facts, n_layers=n_layers, r2_layer=r2_layer, r2_trace=float(trace_fit.rsquared),
         r2_both=float(both_fit.rsquared), diff=float(both_fit.rsquared) - r2_layer, f=float(f), p=float(p),
         df_num=float(df_num), df_den=float(both_fit.df_resid), slope=float(trace_fit.params[1]),
         rmse_layer=rmse_layer, mae_layer=mae_layer, rmse_trace=rmse_trace, mae_trace=mae_trace,
-        cluster_f=cluster_f, cluster_p=cluster_p, cluster_df_den=cluster_df,
+        cluster_f=cluster_f, cluster_p=cluster_p, cluster_df_den=cluster_df, diff_lo=interval.lo,
+        diff_hi=interval.hi, boot_n=n_boot, boot_seed=seed,
     )
 
 
@@ -203,8 +203,10 @@ def conditions(per_edit: pd.DataFrame) -> list[tuple[str, str]]:
             if (m, p) in present]
 
 
-def regression_table(per_edit: pd.DataFrame, outcomes: tuple[str, ...] = OUTCOMES) -> pd.DataFrame:
-    """One row per (method, problem, outcome) present, with every ConditionFit field.
+def regression_table(per_edit: pd.DataFrame, outcomes: tuple[str, ...] = OUTCOMES, n_boot: int = N_BOOT,
+                     seed: int = BOOT_SEED) -> pd.DataFrame:
+    """One row per (method, problem, outcome) present, with every ConditionFit field (``n_boot`` and ``seed``
+    go to the bootstrap of each fit).
 
     Outcomes that are absent or entirely missing for a condition (e.g. essence when generation was
     off) are left out.
@@ -216,7 +218,7 @@ def regression_table(per_edit: pd.DataFrame, outcomes: tuple[str, ...] = OUTCOME
             if outcome not in sub.columns or sub[outcome].isna().all():
                 continue
             rows.append({"method": method, "problem": problem, "outcome": outcome,
-                         **fit_condition(sub, outcome).as_dict()})
+                         **fit_condition(sub, outcome, n_boot=n_boot, seed=seed).as_dict()})
     columns = ["method", "problem", "outcome", *ConditionFit.__dataclass_fields__]
     return pd.DataFrame(rows, columns=columns)
 

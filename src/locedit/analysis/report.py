@@ -55,7 +55,7 @@ def _frame_html(df: pd.DataFrame, max_rows: int | None = None) -> str:
     out = shown.copy()
     for col in out.columns:
         if pd.api.types.is_float_dtype(out[col]):
-            is_p = col in ("p", "cluster_p")
+            is_p = col in ("p", "cluster_p", "F p")
             out[col] = [format_p(v) if is_p else ("–" if pd.isna(v) else f"{v:.3f}") for v in out[col]]
     text = out.to_html(index=False, border=0, classes="result", escape=True)
     if max_rows is not None and len(df) > max_rows:
@@ -123,8 +123,10 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
     layers = _get(cfg, "edit", "layers", default=None)
     switches = compat_switches(manifest)
     if is_zsre(manifest):
+        threshold = _get(cfg, "data", "erasure_threshold", default=0.02)
         data = (f"{source}: zsRE in MEND format, the local 1,000-record train slice (the paper used "
-                "zsre_mend_eval); no correctness filter, p(o_true) > 0.02 only.")
+                f"zsre_mend_eval); no correctness filter, only facts with p(o_true) > {threshold} are analysed"
+                + ("." if threshold == 0.02 else " (the paper: 0.02)."))
     elif source == "demo":
         data = ("demo: the 64 facts shipped with locedit (written for this project, each with one paraphrase and "
                 "one neighborhood prompt); not CounterFact, so the scores are not comparable with the paper's.")
@@ -144,7 +146,8 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
                                          "closest to the paper's ROME depth (GPT-J layer 5 of 28)."),
         "Compat switches": ", ".join(f"{k} = {v}" for k, v in switches.items()) or "none recorded in the config",
         "Analysis": ("RMSE/MAE are in-sample (docs/algorithms.md#regressions); a cluster-robust (by fact) Wald test "
-                     "is reported beside the paper's nested F-test because each fact appears once per layer."),
+                     "is reported beside the paper's nested F-test because each fact appears once per layer; beyond the "
+                     "paper, each Diff has a 95% cluster-bootstrap interval (facts resampled, docs/algorithms.md#bootstrap)."),
     }
 
 
@@ -178,9 +181,16 @@ def _summary_html(result: AnalysisResult, manifest: dict[str, Any] | None) -> st
         items["ROME EI rewrite R² (Layer / Trace / Both)"] = (
             f"{_num(t1['r2_layer'])} / {_num(t1['r2_trace'])} / {_num(t1['r2_both'])}; "
             f"F-test p {_p(t1['p'])}, cluster-robust p {_p(t1['cluster_p'])}")
+        items["ROME EI rewrite Diff (95% bootstrap interval)"] = (
+            f"{_num(t1['diff'])} [{_num(t1.get('diff_lo'))}, {_num(t1.get('diff_hi'))}]")
     if "mean_r2_layer_rewrite" in key:
         items["mean R² over conditions (Layer / Trace), rewrite"] = (
             f"{_num(key['mean_r2_layer_rewrite'])} / {_num(key['mean_r2_trace_rewrite'])} (paper: 0.585 Layer)")
+    if "bootstrap" in key:
+        boot = key["bootstrap"]
+        items["conditions whose Diff interval lies above 0, rewrite"] = (
+            f"{key['conditions_interval_above_0']} of {key['conditions']} ({boot['interval']}; "
+            f"{boot['resamples']:,} resamples, seed {boot['seed']})")
     if "max_diff_rewrite" in key:
         m = key["max_diff_rewrite"]
         items["largest Diff, rewrite"] = f"{_num(m['diff'])} ({m['method']} {m['problem']}; paper 0.032)"

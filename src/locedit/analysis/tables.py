@@ -39,7 +39,7 @@ class Table:
         out = self.frame.copy()
         for col in out.columns:
             if pd.api.types.is_float_dtype(out[col]):
-                is_p = col == "p" or col.endswith(" p") or col.startswith("p ")
+                is_p = "p" in str(col).split()
                 out[col] = [format_p(v) if is_p else _num(v) for v in out[col]]
         return out.astype(str)
 
@@ -72,21 +72,39 @@ def _row(reg: pd.DataFrame, method: str, problem: str, outcome: str) -> pd.Serie
     return None if hit.empty else hit.iloc[0]
 
 
+def bootstrap_note(reg: pd.DataFrame) -> str:
+    """How the Diff intervals of ``reg`` were computed: resamples, seed, interval type."""
+    if reg.empty or "boot_n" not in reg or reg["diff_lo"].isna().all():
+        return "No bootstrap intervals (bootstrap off or too few facts)."
+    n_boot, seeds = int(reg["boot_n"].iloc[0]), sorted({int(s) for s in reg["boot_seed"]})
+    return (f"Diff 95% CI: basic cluster-bootstrap interval, {n_boot:,} resamples of the facts with replacement "
+            f"(seed {', '.join(map(str, seeds))}; docs/algorithms.md#bootstrap).")
+
+
 def _fit_note(row: pd.Series) -> str:
     return (f"n = {int(row['n'])} edits of {int(row['n_facts'])} facts at {int(row['n_layers'])} layers. "
             f"Nested F-test (Both vs Layer): F = {row['f']:.3g}, {p_phrase(row['p'])}; "
             f"cluster-robust (by fact) Wald test of the tracing terms: {p_phrase(row['cluster_p'])}.")
 
 
+DIFF_ROW = "Diff (Both − Layer)"
+
+
 def r2_table(reg: pd.DataFrame, key: str, title: str, reference: Mapping[str, float], extra_note: str = "",
              method: str = "ROME", problem: str = "EI") -> Table | None:
-    """Tables 1 and 2: R² of Layer / Tracing Effect / Both for one condition's rewrite score."""
+    """Tables 1 and 2: R² of Layer / Tracing Effect / Both for one condition's rewrite score, and their Diff
+    with its bootstrap interval."""
     row = _row(reg, method, problem, "rewrite_score")
     if row is None:
         return None
-    frame = pd.DataFrame({"model": list(MODELS), "R2": [float(row[_R2_FIELD[m]]) for m in MODELS],
-                          f"R2 {ref.PAPER}": [reference[m] for m in MODELS]})
-    return Table(key, title, frame, " ".join(filter(None, [_fit_note(row), extra_note])))
+    nan = math.nan
+    frame = pd.DataFrame({
+        "model": [*MODELS, DIFF_ROW], "R2": [*(float(row[_R2_FIELD[m]]) for m in MODELS), float(row["diff"])],
+        f"R2 {ref.PAPER}": [*(reference[m] for m in MODELS), round(reference["Both"] - reference["Layer"], 3)],
+        "95% CI low": [nan, nan, nan, float(row["diff_lo"])], "95% CI high": [nan, nan, nan, float(row["diff_hi"])],
+    })
+    note = [_fit_note(row), bootstrap_note(reg[(reg["method"] == method) & (reg["problem"] == problem)]), extra_note]
+    return Table(key, title, frame, " ".join(filter(None, note)))
 
 
 def outcome_table(reg: pd.DataFrame, outcome: str, key: str, title: str,
@@ -98,7 +116,8 @@ def outcome_table(reg: pd.DataFrame, outcome: str, key: str, title: str,
     frame = pd.DataFrame({
         "problem": sub["problem"], "method": sub["method"], "n": sub["n"].astype(int),
         "Layer": sub["r2_layer"], "Trace": sub["r2_trace"], "Both": sub["r2_both"], "Diff": sub["diff"],
-        "p": sub["p"], "cluster p": sub["cluster_p"],
+        "Diff 95% CI low": sub["diff_lo"], "Diff 95% CI high": sub["diff_hi"], "p": sub["p"],
+        "cluster p": sub["cluster_p"],
     }).reset_index(drop=True)
     if reference is not None:
         for i, name in enumerate(("Layer", "Trace", "Both", "Diff", "p")):
@@ -106,7 +125,28 @@ def outcome_table(reg: pd.DataFrame, outcome: str, key: str, title: str,
                                             for p, m in zip(frame["problem"], frame["method"])]
     note = ("p: nested F-test of Both (layer-specific intercepts and tracing slopes) vs Layer; cluster p: the "
             "same hypothesis with standard errors clustered by fact (each fact appears once per layer); with few "
-            "facts (under ~100) the cluster-robust test is anti-conservative.")
+            "facts (under ~100) the cluster-robust test is anti-conservative. " + bootstrap_note(sub))
+    return Table(key, title, frame, note)
+
+
+def fig6_table(reg: pd.DataFrame, key: str, title: str, paper: bool = True) -> Table | None:
+    """Fig. 6 (or 12) as numbers: per condition the rewrite score's R² of Layer alone, the increase Diff from
+    adding the tracing effect with its bootstrap interval, the F-test, and (``paper``) the paper's GPT-J values
+    (Table 3, window 5)."""
+    sub = reg[reg["outcome"] == "rewrite_score"]
+    if sub.empty:
+        return None
+    frame = pd.DataFrame({
+        "problem": sub["problem"], "method": sub["method"], "n": sub["n"].astype(int),
+        "facts": sub["n_facts"].astype(int), "R2 Layer": sub["r2_layer"], "Diff": sub["diff"],
+        "Diff 95% CI low": sub["diff_lo"], "Diff 95% CI high": sub["diff_hi"], "F p": sub["p"],
+    }).reset_index(drop=True)
+    if paper:
+        values = [ref.TABLE3_REWRITE.get((p, m)) for p, m in zip(frame["problem"], frame["method"])]
+        for name, i in (("R2 Layer", 0), ("Diff", 3), ("F p", 4)):
+            frame[f"{name} {ref.PAPER}"] = [math.nan if v is None else v[i] for v in values]
+    note = ("F p: nested F-test of Both (layer-specific intercepts and tracing slopes) vs Layer. "
+            + bootstrap_note(sub) + f" The paper's p < 1e-4 is shown as {ref.P_SMALL:g} in the CSV.")
     return Table(key, title, frame, note)
 
 
@@ -153,8 +193,10 @@ def score_table(edits: pd.DataFrame) -> Table | None:
 
 
 def build_tables(reg: pd.DataFrame, reg_concentrated: pd.DataFrame | None = None, n_concentrated: int = 0,
-                 n_traced: int = 0, zsre: bool = False) -> list[Table]:
-    """Tables 1–8 that the run's conditions allow (Table 8 instead of 7 for a zsRE run)."""
+                 n_traced: int = 0, zsre: bool = False, window: int = 5,
+                 reg_window10: pd.DataFrame | None = None) -> list[Table]:
+    """Tables 1–8 that the run's conditions allow (Table 8 instead of 7 for a zsRE run), and Figs. 6 and 12 as
+    tables (Fig. 12 from the window-10 regressions ``reg_window10``, when given)."""
     paper_note = "" if not zsre else "The paper's column is GPT-J on CounterFact; this run is zsRE."
     tables = [
         r2_table(reg, "table1", "Table 1. R² of ROME Error Injection rewrite score", ref.TABLE1, paper_note),
@@ -180,6 +222,11 @@ def build_tables(reg: pd.DataFrame, reg_concentrated: pd.DataFrame | None = None
                                   ref.TABLE8))
     else:
         tables.append(error_table(reg, "table7", "Table 7. Layer vs tracing effect, ROME Error Injection", ref.TABLE7))
+    tables.append(fig6_table(reg, "fig06_table", f"Fig. 6 as a table: R² of rewrite score, Layer and the increase "
+                             f"from tracing (window {window})", paper=not zsre))
+    if reg_window10 is not None and not reg_window10.empty:
+        tables.append(fig6_table(reg_window10, "fig12_table", "Fig. 12 as a table: as Fig. 6 with tracing effects "
+                                 "from window-10 traces", paper=not zsre))
     return [t for t in tables if t is not None]
 
 

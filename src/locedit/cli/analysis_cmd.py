@@ -28,22 +28,33 @@ def _check_run_dir(run_dir: Path, window: Optional[int], kind: str) -> None:
 
 def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: str = KindOpt,
             figures: bool = typer.Option(True, "--figures/--no-figures", help="Also draw the figures (slower)."),
+            export: Optional[Path] = typer.Option(
+                None, "--export", help="Then copy the tables, summary, manifest and key figures (not the database) "
+                "to this folder, e.g. docs/findings/<model> (see docs/findings/README.md)."),
             json_out: bool = JsonOpt) -> None:
     """Fit the paper's regressions, write Tables 1–8 (CSV, Markdown) and figures (PNG, SVG) to RUN_DIR/analysis."""
     from locedit.analysis import analyze as run_analysis
+    from locedit.analysis.export import export_findings
 
     _check_run_dir(run_dir, window, kind)
+    if export is not None:
+        check_output_dir("--export", export)
     with console.status("analysing ..."):
         result = run_analysis(run_dir, window=window, kind=kind, figures=figures)
+    exported = export_findings(run_dir, export) if export is not None else []
     if json_out:
-        print_json(result.summary)
+        print_json({**result.summary, **({"exported": [str(p) for p in exported]} if export is not None else {})})
         return
     table1 = result.table("table1")
     typer.echo(table1.markdown() if table1 else "Table 1 needs ROME Error Injection edits with tracing effects.")
+    fig6 = result.table("fig06_table")
+    if fig6 is not None:
+        typer.echo(fig6.markdown())
     key = result.summary.get("key_numbers", {})
     if key.get("mean_r2_layer_rewrite") is not None and key.get("mean_r2_trace_rewrite") is not None:
         typer.echo(f"Mean R² over {key['conditions']} conditions (rewrite): Layer {key['mean_r2_layer_rewrite']:.3f}, "
-                   f"Tracing {key['mean_r2_trace_rewrite']:.3f}; F-test p < 1e-4 in {key['conditions_p_below_1e-4']}.")
+                   f"Tracing {key['mean_r2_trace_rewrite']:.3f}; F-test p < 1e-4 in {key['conditions_p_below_1e-4']}; "
+                   f"Diff 95% bootstrap interval above 0 in {key['conditions_interval_above_0']}.")
     if key.get("max_diff_rewrite") and key["max_diff_rewrite"].get("diff") is not None:
         m = key["max_diff_rewrite"]
         typer.echo(f"Largest Diff (rewrite): {m['diff']:.3f} for {m['method']} {m['problem']}.")
@@ -54,6 +65,8 @@ def analyze(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: 
     for name, why in result.skipped.items():
         console.print(f"[dim]skipped {name}: {why}[/]", highlight=False)
     typer.echo(f"Wrote {len(result.tables)} tables and {len(result.figures)} figures to {result.out_dir}")
+    if export is not None:
+        typer.echo(f"Exported {len(exported)} files to {export}")
 
 
 def report(run_dir: Path = RunDirArg, window: Optional[int] = WindowOpt, kind: str = KindOpt,

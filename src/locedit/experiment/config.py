@@ -22,6 +22,7 @@ from locedit.paths import data_dir
 
 TINY_PREFIX = "tiny:"
 COUNTERFACT_FILES = ("counterfact_mend_edit.json", "counterfact_mend_train.json", "counterfact_mend_val.json")
+ZSRE_FILE = "zsre_mend_train_1k.json"
 
 
 class ConfigError(ValueError):
@@ -43,7 +44,8 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     """Which facts: a source, a candidate window, and the filters of docs/algorithms.md#selection."""
 
-    source: str | list[str] = Field("demo", description="'demo', 'counterfact', or a path / list of paths")
+    source: str | list[str] = Field("demo", description="'demo', 'counterfact', 'zsre' (the shared 1k slice), "
+                                    "or a path / list of paths")
     first_n: int | None = Field(None, ge=1, description="candidates = the first N records by case_id")
     case_ids: list[int] | None = Field(None, description="candidates = exactly these case ids (after first_n)")
     known_only: bool = Field(False, description="keep only the shipped known-fact case ids for SmolLM2")
@@ -248,14 +250,14 @@ def data_paths(source: str | list[str]) -> list[Path] | None:
     """The files a data source names (None for the shipped demo facts); raises if one is missing."""
     if source == "demo":
         return None
-    if source == "counterfact":
+    if source in ("counterfact", "zsre"):
         root = data_dir()
         if root is None:
-            raise ConfigError("data.source = 'counterfact' needs the shared data: set LOCEDIT_DATA_DIR to its folder")
-        paths = [root / f for f in COUNTERFACT_FILES]
+            raise ConfigError(f"data.source = {source!r} needs the shared data: set LOCEDIT_DATA_DIR to its folder")
+        paths = [root / f for f in (COUNTERFACT_FILES if source == "counterfact" else (ZSRE_FILE,))]
     else:
         paths = [Path(p).expanduser() for p in ([source] if isinstance(source, str) else source)]
     for p in paths:
         if not p.exists():
-            raise ConfigError(f"data.source: {p} does not exist; use 'demo', 'counterfact' or an existing file")
+            raise ConfigError(f"data.source: {p} does not exist; use 'demo', 'counterfact', 'zsre' or an existing file")
     return paths
