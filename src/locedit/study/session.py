@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -139,15 +139,16 @@ class EditSession:
             if during is not None:
                 during(handle)
         return self._outcome(prepared, method, layer, tuple(handle.layers), pre, post, handle.edit_seconds,
-                             pre_seconds, _restored(self.model, before, handle))
+                             pre_seconds, _restored(self.model, before, handle), handle.info)
 
     def _outcome(self, prepared: PreparedEdit, method: str, layer: int, layers: tuple[int, ...], pre: Evaluation,
-                 post: Evaluation, edit_seconds: float, pre_seconds: float, restored: bool) -> "EditOutcome":
+                 post: Evaluation, edit_seconds: float, pre_seconds: float, restored: bool,
+                 edit_info: Mapping[str, Any]) -> "EditOutcome":
         row = EditRow(case_id=prepared.fact.case_id, method=method, problem=prepared.problem, layer=layer,
                       layers=layers, target_new=prepared.target_new, request_baseline=prepared.request_baseline,
                       scores=self.evaluator.scores(prepared, pre, post), edit_seconds=edit_seconds,
                       eval_seconds=pre_seconds + post.seconds, weights_restored=restored)
-        return EditOutcome(row, prepared, pre, post)
+        return EditOutcome(row, prepared, pre, post, edit_info)
 
     def run_many(self, facts: Sequence[Fact], method: str, layer: int, problem: str, hparams: HparamsArg = None, *,
                  reseed: Callable[[], Any] | None = None) -> "list[EditOutcome | Exception]":
@@ -189,7 +190,7 @@ class EditSession:
             restored = _checksums(self.model, layers) == before  # the weights were never touched
             for (i, result), post in zip(done, posts):
                 out[i] = self._outcome(prepared[i], method, layer, tuple(layers), pre[i], post,
-                                       result.info["edit_seconds"], pre_seconds[i], restored)
+                                       result.info["edit_seconds"], pre_seconds[i], restored, result.info)
         for i, result in done:
             if out[i] is None:
                 _attempt(out, i, lambda: self._measured(prepared[i], method, layer, pre[i], pre_seconds[i],
@@ -256,6 +257,7 @@ class EditOutcome:
     prepared: PreparedEdit
     pre: Evaluation
     post: Evaluation
+    edit_info: Mapping[str, Any] = field(default_factory=dict)  # the method's diagnostics (v_star, z, losses, ...)
 
 
 # -- restoration check ------------------------------------------------------------------------------
