@@ -217,3 +217,16 @@ def test_rome_error_injection_on_the_embedded_model(embedded):
     assert row.weights_restored
     assert all(torch.equal(p, snap[n]) for n, p in model.named_parameters() if n in snap)
     assert row.rewrite_pre < 0.2 and row.rewrite_score > 0.9 and row.neighborhood_score > 0.8
+
+
+@pytest.mark.embedded
+def test_run_many_equals_run_on_the_embedded_model(embedded):
+    """ROME at layer 12, two facts: rank-one post-evaluation (essence included) against applied weights."""
+    model, tok = embedded
+    hp = {"v_num_grad_steps": 5}
+    facts = [FACT, OTHER]
+    many = EditSession(model, tok).run_many(facts, "rome", 12, "error-injection", hp)
+    one = EditSession(model, tok)
+    for fact, outcome in zip(facts, many):
+        assert isinstance(outcome, EditOutcome) and outcome.row.weights_restored
+        assert_rows_equal(outcome.row, one.run(fact, "rome", 12, "error-injection", hp).row)
