@@ -17,7 +17,7 @@ from locedit.evaluate.batched import evaluate_states
 from locedit.evaluate.essence import essence_texts
 from locedit.evaluate.evaluation import GROUPS, evaluate_state
 from locedit.evaluate.low_rank import factors_by_layer, rank_one_edits
-from locedit.models import family_for
+from locedit.models import family_for, tiny
 
 FACTS = (
     Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English",
@@ -32,17 +32,6 @@ FAST = {"rome": {"v_num_grad_steps": 6}, "memit": {"v_num_grad_steps": 6, "mom2_
 TOL = 1e-5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(5)
-    words = "the of and in river city painter language music history was is a to by with".split()
-    paras = [" ".join(words[i] for i in torch.randint(len(words), (40 + 10 * j,), generator=g).tolist()) + "."
-             for j in range(30)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(paras), encoding="utf-8")
-    return path
 
 
 def _prepared(model, tok, problem="error-injection"):
@@ -96,9 +85,7 @@ def test_rank_one_evaluation_equals_applied_deltas(method, tiny_model, corpus_fi
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_fact_forcing_noise_is_drawn_per_fact_as_alone(family, corpus_file, request):
-    from locedit.models import tiny
-
+def test_fact_forcing_noise_is_drawn_per_fact_as_alone(family, corpus_file):
     model, tok = tiny(family)
     prepared = [replace(p, eval_sigma=0.5) for p in _prepared(model, tok)]
     results = _results(model, tok, prepared, "rome", corpus_file, layer=2)

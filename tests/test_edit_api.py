@@ -18,6 +18,7 @@ from locedit.edit.handle import EditHandle, snapshot, weights_equal
 from locedit.edit.methods import get_method
 from locedit.evaluate.metrics import ESSENCE_CAP
 from locedit.experiment.schema import TABLES
+from locedit.models import tiny
 from locedit.models.families import family_for
 
 FACT = Fact(case_id=11, subject="Danielle Darrieux", prompt="The mother tongue of Danielle Darrieux is",
@@ -29,17 +30,6 @@ OTHER = Fact(case_id=14, subject="Vladimir Putin", prompt="The native language o
              neighborhood_prompts=("Leo Tolstoy spoke", "The native language of Leo Tolstoy is"))
 FAILS_TO_PREPARE = replace(FACT, case_id=15, target_new="French")  # Error Injection needs a different target
 FAILS_TO_EDIT = replace(FACT, case_id=16, subject="Marie Curie")  # not in the prompt
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(5)
-    words = "the of and in river city painter language music history was is a to by with".split()
-    paras = [" ".join(words[i] for i in torch.randint(len(words), (40 + 10 * j,), generator=g).tolist()) + "."
-             for j in range(30)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(paras), encoding="utf-8")
-    return path
 
 
 def _fast(method: str, corpus_file) -> dict:
@@ -169,8 +159,6 @@ def assert_rows_equal(row: EditRow, ref: EditRow, tol: float = 1e-5) -> None:
 @pytest.mark.parametrize("method", ["rome", "memit", "ft-1"])
 @pytest.mark.parametrize("problem", ["error-injection", "fact-erasure"])
 def test_run_many_rows_equal_run_one_by_one(family, method, problem, corpus_file, one_thread):
-    from locedit.models import tiny
-
     model, tok = tiny(family)
     snap = snapshot(model)
     facts = [FACT, FAILS_TO_EDIT, OTHER] + ([FAILS_TO_PREPARE] if problem == "error-injection" else [])

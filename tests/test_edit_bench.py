@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from locedit.cli.main import app
@@ -17,17 +16,6 @@ FIELDS = {"oracle_seconds", "fast_seconds", "speedup", "max_rel_diff", "max_scor
           "peak_memory_mib"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(5)
-    words = "the of and in river city painter language music history was is a to by with".split()
-    paras = [" ".join(words[i] for i in torch.randint(len(words), (40 + 10 * j,), generator=g).tolist()) + "."
-             for j in range(30)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(paras), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("method, key", [("rome", "v_star"), ("memit", "z")])
