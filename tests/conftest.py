@@ -52,3 +52,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    """A small random-word text corpus for key statistics of tiny models (``mom2_corpus``)."""
+    g = torch.Generator().manual_seed(5)
+    words = "the of and in river city painter language music history was is a to by with".split()
+    paras = [" ".join(words[i] for i in torch.randint(len(words), (40 + 10 * j,), generator=g).tolist()) + "."
+             for j in range(30)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join(paras), encoding="utf-8")
+    return path

@@ -4,21 +4,38 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import math
+
 import pytest
 import torch
 
 from locedit.data.fact import Fact
-from locedit.study.session import (EDIT_COLUMNS, EditSession, SessionSettings, _checksums, _restored, default_layer, edit,
-                              edit_and_evaluate, session_for, store_row)
+from locedit.study.session import (EDIT_COLUMNS, EditOutcome, EditSession, SessionSettings, _checksums, _restored,
+                                   default_layer, edit, edit_and_evaluate, edit_and_evaluate_many, session_for,
+                                   store_row)
 from locedit.study.edit_row import EditRow
 from locedit.edit.handle import EditHandle, snapshot, weights_equal
+from locedit.edit.methods import get_method
+from locedit.evaluate.metrics import ESSENCE_CAP
 from locedit.experiment.schema import TABLES
+from locedit.models import tiny
 from locedit.models.families import family_for
 
 FACT = Fact(case_id=11, subject="Danielle Darrieux", prompt="The mother tongue of Danielle Darrieux is",
             target_true="French", target_new="English", paraphrase_prompts=("Danielle Darrieux grew up speaking",),
             neighborhood_prompts=("The mother tongue of Léon Blum is",))
 LOOSE = {"norm_constraint": 0.05}
+OTHER = Fact(case_id=14, subject="Vladimir Putin", prompt="The native language of Vladimir Putin is",
+             target_true="Russian", target_new="French", paraphrase_prompts=("Vladimir Putin grew up speaking",),
+             neighborhood_prompts=("Leo Tolstoy spoke", "The native language of Leo Tolstoy is"))
+FAILS_TO_PREPARE = replace(FACT, case_id=15, target_new="French")  # Error Injection needs a different target
+FAILS_TO_EDIT = replace(FACT, case_id=16, subject="Marie Curie")  # not in the prompt
+
+
+def _fast(method: str, corpus_file) -> dict:
+    stats = {"mom2_corpus": str(corpus_file), "mom2_n_tokens": 1500}
+    return {"rome": {"v_num_grad_steps": 6, **stats}, "memit": {"v_num_grad_steps": 6, "mom2_update_weight": 50.0, **stats},
+            "ft-1": {**LOOSE, "num_steps": 5}}[method]
 
 
 def test_row_has_exactly_the_edits_columns_and_weights_come_back(tiny_llama):
@@ -121,6 +138,64 @@ def test_edit_row_is_frozen_and_checks_its_columns():
         _row(scores={"bogus_score": 1.0})
 
 
+def assert_rows_equal(row: EditRow, ref: EditRow, tol: float = 1e-5) -> None:
+    """Every column equal (floats to ``tol``) but the timings. The essence score is a difference of perplexities
+    over ESSENCE_CAP: with both perplexities within ``tol`` (relative), it is within 2 ``tol`` ppl / ESSENCE_CAP,
+    which a random model's perplexity in the thousands makes larger than ``tol``."""
+    assert row.as_row().keys() == ref.as_row().keys() and set(row.scores) == set(ref.scores)
+    ppl = max(ref.essence_ppl_pre or 0.0, ref.essence_ppl_post or 0.0)
+    for column, value in ref.as_row().items():
+        if column in ("edit_seconds", "eval_seconds"):
+            continue
+        if isinstance(value, float):
+            derived = column in ("essence_score", "overall_essence_score")
+            bound = max(tol, 2 * tol * ppl / ESSENCE_CAP) if derived else tol
+            assert math.isclose(row.as_row()[column], value, rel_tol=tol, abs_tol=bound), column
+        else:
+            assert row.as_row()[column] == value, column
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["rome", "memit", "ft-1"])
+@pytest.mark.parametrize("problem", ["error-injection", "fact-erasure"])
+def test_run_many_rows_equal_run_one_by_one(family, method, problem, corpus_file, one_thread):
+    model, tok = tiny(family)
+    snap = snapshot(model)
+    facts = [FACT, FAILS_TO_EDIT, OTHER] + ([FAILS_TO_PREPARE] if problem == "error-injection" else [])
+    hp = _fast(method, corpus_file)
+    reseeds = []
+    many = EditSession(model, tok).run_many(facts, method, 2, problem, hp,
+                                            reseed=lambda: reseeds.append(torch.manual_seed(0)))
+    one = EditSession(model, tok)
+    assert len(many) == len(facts) and isinstance(many[1], ValueError) and "Marie Curie" in str(many[1])
+    if problem == "error-injection":
+        assert isinstance(many[3], ValueError) and "equals the true target" in str(many[3])
+    for fact, outcome in ((facts[0], many[0]), (facts[2], many[2])):
+        torch.manual_seed(0)
+        ref = one.run(fact, method, 2, problem, hp)
+        assert isinstance(outcome, EditOutcome) and outcome.row.weights_restored
+        assert_rows_equal(outcome.row, ref.row)
+        assert outcome.row.edit_seconds > 0 and outcome.row.eval_seconds > outcome.post.seconds > 0
+        assert outcome.row.rewrite_score != outcome.row.rewrite_pre  # the edit changed something
+    joint = get_method(method).compute_many is not None
+    assert len(reseeds) == len(facts) + (1 if joint else 3)  # each preparation, each edit computed alone
+    if method != "ft-1":  # rank-one: post-evaluated together, each fact gets its share of the batch's seconds
+        assert many[0].post.seconds == many[2].post.seconds
+    assert weights_equal(model, snap)
+
+
+def test_run_many_with_noised_edits_and_module_level_rows(tiny_llama, corpus_file):
+    model, tok = tiny_llama
+    snap = snapshot(model)
+    hp = _fast("rome", corpus_file)
+    rows = edit_and_evaluate_many(model, tok, [FACT, OTHER], "rome", 3, "fact-forcing", hp, essence=False)
+    session = EditSession(model, tok, SessionSettings(essence=False))
+    for fact, row in zip([FACT, OTHER], rows):
+        assert_rows_equal(row, session.edit_and_evaluate(fact, "rome", 3, "fact-forcing", hp))
+    assert rows[0].problem == "fact-forcing" and weights_equal(model, snap)
+    assert edit_and_evaluate_many(model, tok, [], "ft-1", 1, essence=False) == []
+
+
 @pytest.mark.embedded
 def test_rome_error_injection_on_the_embedded_model(embedded):
     model, tok = embedded
@@ -130,3 +205,16 @@ def test_rome_error_injection_on_the_embedded_model(embedded):
     assert row.weights_restored
     assert all(torch.equal(p, snap[n]) for n, p in model.named_parameters() if n in snap)
     assert row.rewrite_pre < 0.2 and row.rewrite_score > 0.9 and row.neighborhood_score > 0.8
+
+
+@pytest.mark.embedded
+def test_run_many_equals_run_on_the_embedded_model(embedded):
+    """ROME at layer 12, two facts: rank-one post-evaluation (essence included) against applied weights."""
+    model, tok = embedded
+    hp = {"v_num_grad_steps": 5}
+    facts = [FACT, OTHER]
+    many = EditSession(model, tok).run_many(facts, "rome", 12, "error-injection", hp)
+    one = EditSession(model, tok)
+    for fact, outcome in zip(facts, many):
+        assert isinstance(outcome, EditOutcome) and outcome.row.weights_restored
+        assert_rows_equal(outcome.row, one.run(fact, "rome", 12, "error-injection", hp).row)

@@ -1,4 +1,5 @@
-"""`locedit edit` (edit one fact, show before/after) and `locedit bench edit` (seconds per edit and per statistic)."""
+"""`locedit edit` (edit one fact, show before/after) and `locedit bench edit` (seconds per edit and per statistic, or
+with ``--compare`` the one-by-one path against the batched one)."""
 
 from __future__ import annotations
 
@@ -264,6 +265,9 @@ def bench_edit(
         lambda: f"Method to time (default: all of {', '.join(_methods())}); repeatable.")),
     problem: str = typer.Option("error-injection", "--problem", help=PROBLEM_HELP),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Facts file (default: the demo facts)."),
+    compare: bool = typer.Option(False, "--compare", help="Time the one-by-one path (the oracle) against the batched "
+                                 "one on the same facts: speed-up, largest v*/z and score differences, FLOP rate, memory."),
+    batch: int = typer.Option(8, "--batch", "-b", help="Facts per batch of the batched path (with --compare)."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
     json_out: bool = JsonOpt,
@@ -277,6 +281,7 @@ def bench_edit(
         _methods().get(name)
     _problems().get(problem)
     check_range("--facts", facts, 1)
+    check_range("--batch", batch, 1)
     check_input("--dataset", Path(dataset) if dataset else None)
     check_device(device)
     check_dtype(dtype)
@@ -284,6 +289,9 @@ def bench_edit(
     m, tok = load(model, device, dtype)
     layer = default_layer(m) if layer is None else layer
     pool = (load_facts(dataset) if dataset else load_demo_facts())[:facts]
+    if compare:
+        _bench_compare(m, tok, model, pool, chosen, layer, problem, batch, json_out)
+        return
     session = session_for(m, tok)
     stats = _stats_seconds(m, tok, layer)
     per_method: dict[str, dict[str, Any]] = {}
@@ -326,6 +334,34 @@ def bench_edit(
     out.print(f"pre-edit evaluation (once per fact, cached): {result['pre_eval_seconds_per_fact']:.2f} s; "
               f"statistics: {stats['accumulate_seconds']:.2f} s per layer for {stats['n_tokens']} tokens "
               f"+ {stats['invert_float64_seconds']:.2f} s inverse")
+
+
+def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, problem: str, batch: int,
+                   json_out: bool) -> None:
+    from locedit.study.benchmark import bench_edit_compare
+
+    with console.status(f"comparing {', '.join(methods)} one by one and {batch} at a time ..."):
+        result = bench_edit_compare(m, tok, pool, methods, layer, problem, batch=batch)
+    result["model"] = model
+    if json_out:
+        print_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model}, layer {layer}, {problem}, {result['facts']} facts, batches of {batch} "
+                        f"({result['device']}, {result['dtype']})")
+    for col in ("method", "oracle s / edit", "batched s / edit", "speed-up", "max rel. diff v*/z", "max score diff",
+                "batched GFLOP/s", "peak MiB oracle / batched", "failed oracle / batched"):
+        table.add_column(col, justify="right")
+    for name, r in result["methods"].items():
+        table.add_row(name, f"{r['oracle_seconds']:.3f}", f"{r['fast_seconds']:.3f}", f"{r['speedup']:.2f}x",
+                      _fmt(r["max_rel_diff"]), _fmt(r["max_score_diff"]), f"{r['fast_gflops_per_s']:.2f}",
+                      f"{r['peak_memory_mib']['oracle']:.0f} / {r['peak_memory_mib']['fast']:.0f}",
+                      f"{r['oracle_failed']} / {r['fast_failed']}")
+    out = Console()
+    out.print(table)
+    out.print(f"plain matmul: {result['matmul_gflops_per_s']:.2f} GFLOP/s; pre-edit evaluations cached before timing")
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:

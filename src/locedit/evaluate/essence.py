@@ -60,17 +60,32 @@ def essence_texts(model: PreTrainedModel, tok: PreTrainedTokenizerBase, subject:
     return texts
 
 
-def _text_ids(tok: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:
+def text_ids(tok: PreTrainedTokenizerBase, text: str, max_tokens: int = TEXT_TOKENS) -> list[int]:
+    """The scored tokens of an essence text (its first ``max_tokens``; at least 2)."""
     ids = encode(tok, text)[:max_tokens]
     if len(ids) < 2:
         raise ValueError(f"essence text {text!r} has fewer than 2 tokens; cannot compute its perplexity")
     return ids
 
 
-def _ppl(lp: torch.Tensor, n_tokens: int) -> float:
-    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)): divided by N, not N-1, as the reference does
-    (docs/algorithms.md#essence-score)."""
+def text_perplexity(lp: torch.Tensor, n_tokens: int) -> float:
+    """exp(-(1/N) sum_{i>=2} log p(x_i | x_<i)) from the per-token log-probs: divided by N, not N-1, as the
+    reference does (docs/algorithms.md#essence-score)."""
     return math.exp(-float(lp.sum()) / n_tokens)
+
+
+def text_noises(tok: PreTrainedTokenizerBase, texts: Sequence[str], noise_sigma: float,
+                subject: str | None) -> list[SubjectNoise | None]:
+    """Fact Forcing noise of each text: a fresh stream seeded 1 at the text's own subject span (None, logged,
+    where the subject cannot be found: that text is scored clean)."""
+    if subject is None:
+        raise ValueError("noised perplexity needs the subject whose tokens to noise")
+    out = []
+    for span in subject_spans(tok, texts, subject):
+        if span is None:
+            log.warning("subject %r not found in essence text; its perplexity is computed without noise", subject)
+        out.append(SubjectNoise(noise_sigma, seed=1, default_span=span) if span else None)
+    return out
 
 
 @torch.no_grad()
@@ -79,24 +94,18 @@ def perplexities(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: Se
                  subject: str | None = None) -> list[float]:
     """Perplexity of each text (docs/algorithms.md#essence-score), in one right-padded batch.
 
-    With ``noise_sigma`` (Fact Forcing) the subject is noised inside each text: the span is found per text
-    and each text gets a fresh noise stream seeded 1, so it runs one forward per text. A text whose subject
-    cannot be found is scored clean and logged.
+    With ``noise_sigma`` (Fact Forcing) the subject is noised inside each text (:func:`text_noises`), so it
+    runs one forward per text.
     """
-    ids = [_text_ids(tok, t, max_tokens) for t in texts]
+    ids = [text_ids(tok, t, max_tokens) for t in texts]
     if noise_sigma is None:
         lps = token_log_probs_of_ids(model, [i[:1] for i in ids], [i[1:] for i in ids], pad_id_of(tok))
-        return [_ppl(lp, len(i)) for lp, i in zip(lps, ids)]
-    if subject is None:
-        raise ValueError("noised perplexity needs the subject whose tokens to noise")
+        return [text_perplexity(lp, len(i)) for lp, i in zip(lps, ids)]
     out = []
-    for i, span in zip(ids, subject_spans(tok, texts, subject)):
-        if span is None:
-            log.warning("subject %r not found in essence text; its perplexity is computed without noise", subject)
-        noise = SubjectNoise(noise_sigma, seed=1, default_span=span) if span else None
+    for i, noise in zip(ids, text_noises(tok, texts, noise_sigma, subject)):
         with noised_subject(model, noise):
             lp = token_log_probs_of_ids(model, [i[:1]], [i[1:]], pad_id_of(tok))[0]
-        out.append(_ppl(lp, len(i)))
+        out.append(text_perplexity(lp, len(i)))
     return out
 
 

@@ -49,21 +49,30 @@ class Evaluation:
         return [math.exp(v) for v in self.logp_new[group]]
 
 
-def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepared: PreparedEdit, *,
-                   essence_texts: Sequence[str] | None = None, spacing: Spacing = "fixed") -> Evaluation:
-    """Score the current model state for ``prepared`` (one forward for all prompts, plus essence texts)."""
-    start = time.perf_counter()
+def scored_pairs(prepared: PreparedEdit) -> tuple[list[str], list[str]]:
+    """(prefixes, targets) of every scored row, interleaved: prompt 0 / target_new, prompt 0 / baseline, ..."""
     groups = eval_prompts(prepared)
     prefixes = [p for g in GROUPS for p in groups[g] for _ in (0, 1)]
     targets = [t for g in GROUPS for _ in groups[g] for t in (prepared.target_new, prepared.request_baseline)]
-    noise = None
-    if prepared.eval_sigma is not None:
-        noise = SubjectNoise(prepared.eval_sigma, seed=1)  # fresh stream per call: paired pre/post noise
-        # neighborhood prompts name another subject and stay clean (docs/algorithms.md#normalized-scores)
-        noise.spans = subject_spans(tok, prefixes, prepared.fact.subject)
-    with noised_subject(model, noise):
-        logps = target_log_probs(model, tok, prefixes, targets, spacing=spacing, batch_size=max(1, len(prefixes)))
-    values = logps.tolist()
+    return prefixes, targets
+
+
+def prompt_noise(tok: PreTrainedTokenizerBase, prepared: PreparedEdit, prefixes: Sequence[str]) -> SubjectNoise | None:
+    """Fact Forcing's evaluation noise for the rows of ``prefixes`` (None for the other problems).
+
+    A fresh stream per call (seed 1): paired pre/post noise. Neighborhood prompts name another subject
+    and stay clean (docs/algorithms.md#normalized-scores).
+    """
+    if prepared.eval_sigma is None:
+        return None
+    noise = SubjectNoise(prepared.eval_sigma, seed=1)
+    noise.spans = subject_spans(tok, prefixes, prepared.fact.subject)
+    return noise
+
+
+def split_log_probs(prepared: PreparedEdit, values: Sequence[float]) -> tuple[dict, dict]:
+    """(logp_new, logp_base) by group from the interleaved row values of :func:`scored_pairs`."""
+    groups = eval_prompts(prepared)
     logp_new: dict[str, tuple[float, ...]] = {}
     logp_base: dict[str, tuple[float, ...]] = {}
     i = 0
@@ -72,6 +81,17 @@ def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepare
         logp_new[g] = tuple(values[i: i + 2 * n: 2])
         logp_base[g] = tuple(values[i + 1: i + 2 * n: 2])
         i += 2 * n
+    return logp_new, logp_base
+
+
+def evaluate_state(model: PreTrainedModel, tok: PreTrainedTokenizerBase, prepared: PreparedEdit, *,
+                   essence_texts: Sequence[str] | None = None, spacing: Spacing = "fixed") -> Evaluation:
+    """Score the current model state for ``prepared`` (one forward for all prompts, plus essence texts)."""
+    start = time.perf_counter()
+    prefixes, targets = scored_pairs(prepared)
+    with noised_subject(model, prompt_noise(tok, prepared, prefixes)):
+        logps = target_log_probs(model, tok, prefixes, targets, spacing=spacing, batch_size=max(1, len(prefixes)))
+    logp_new, logp_base = split_log_probs(prepared, logps.tolist())
     ppl = None
     if essence_texts:
         ppl = essence_perplexity(model, tok, essence_texts, noise_sigma=prepared.eval_sigma,

@@ -8,11 +8,15 @@ one :class:`Evaluator` per loaded model and reuses it for every edit.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit.edit.problems import PreparedEdit
+from locedit.evaluate.batched import evaluate_states
 from locedit.evaluate.essence import ESSENCE_SEED, essence_texts
 from locedit.evaluate.evaluation import Evaluation, edit_scores, eval_prompts, evaluate_state
+from locedit.evaluate.low_rank import LowRank
 from locedit.models.tokens import Spacing
 
 
@@ -58,10 +62,25 @@ class Evaluator:
             self._pre[key] = self.evaluate(prepared)
         return self._pre[key]
 
+    def pre_many(self, prepared: Sequence[PreparedEdit]) -> list[Evaluation]:
+        """:meth:`pre` of several edits; those not cached yet are evaluated together (:meth:`evaluate_many`)."""
+        todo = {self._key(p): p for p in prepared if not self.is_cached(p)}
+        for key, evaluation in zip(todo, self.evaluate_many(list(todo.values()))):
+            self._pre[key] = evaluation
+        return [self._pre[self._key(p)] for p in prepared]
+
     def evaluate(self, prepared: PreparedEdit) -> Evaluation:
         """Evaluate the model in its current state (post-edit when called inside an edit)."""
         return evaluate_state(self.model, self.tok, prepared, essence_texts=self.texts(prepared.fact.subject),
                               spacing=self.spacing)
+
+    def evaluate_many(self, prepared: Sequence[PreparedEdit],
+                      low_rank: Sequence[LowRank] | None = None) -> list[Evaluation]:
+        """:meth:`evaluate` of several edits in shared forwards, edit i under its rank-one factors ``low_rank[i]``
+        applied to its own rows only (None: the model in its current state for all)."""
+        texts = [self.texts(p.fact.subject) for p in prepared]
+        return evaluate_states(self.model, self.tok, prepared, low_rank=low_rank, essence_texts=texts,
+                               spacing=self.spacing)
 
     def scores(self, prepared: PreparedEdit, pre: Evaluation, post: Evaluation) -> dict:
         return edit_scores(prepared, pre, post, average=self.average)

@@ -21,15 +21,16 @@ rewrite score above 0.9 (``tests/test_edit_api.py`` checks it).
 post-edit evaluation, restore, and a cheap check that the edited tensors are back to their original
 values. It returns an :class:`EditRow`: the "edits" table's columns (:data:`locedit.experiment.schema.TABLES`)
 plus ``weights_restored``; :func:`store_row` gives the table's columns. Calls with the same model and
-settings share one :class:`EditSession` (its caches), so a sweep can simply call it in a loop.
+settings share one :class:`EditSession` (its caches), so a sweep can simply call it in a loop, or hand it
+several facts at once with :func:`edit_and_evaluate_many` (their edits computed and evaluated together).
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, is_dataclass
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,9 +41,10 @@ from locedit.data.fact import Fact
 from locedit.study.edit_row import EDIT_COLUMNS, EditRow
 from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import Hparams
-from locedit.edit.methods import apply_edit, edit_layers, get_method, resolve_hparams
+from locedit.edit.methods import apply_edit, compute_edits, edit_layers, get_method, resolve_hparams
 from locedit.edit.problems import ONoiseMode, PreparedEdit, ProblemContext, get_problem
 from locedit.edit.request import NoiseMode
+from locedit.edit.result import MethodResult
 from locedit.evaluate.evaluation import Evaluation
 from locedit.evaluate.evaluator import Evaluator
 from locedit.models.families import family_for
@@ -125,21 +127,126 @@ class EditSession:
         pre = self.evaluator.pre(prepared)
         pre_seconds = 0.0 if cached else time.perf_counter() - start
         before = _checksums(self.model, edit_layers(self.model, layer, hp))
-        with apply_edit(self.model, self.tok, prepared.request, method, layer, hp, problem=prepared.problem) as handle:
+        handle = apply_edit(self.model, self.tok, prepared.request, method, layer, hp, problem=prepared.problem)
+        return self._measured(prepared, method, layer, pre, pre_seconds, handle, before, during)
+
+    def _measured(self, prepared: PreparedEdit, method: str, layer: int, pre: Evaluation, pre_seconds: float,
+                  handle: EditHandle, before: dict[str, tuple],
+                  during: Callable[[EditHandle], Any] | None = None) -> "EditOutcome":
+        """Post-eval of the applied ``handle``, ``during``, restore, verify against the ``before`` checksums."""
+        with handle:
             post = self.evaluator.evaluate(prepared)
             if during is not None:
                 during(handle)
-        row = EditRow(case_id=fact.case_id, method=method, problem=prepared.problem, layer=layer,
-                      layers=tuple(handle.layers), target_new=prepared.target_new,
-                      request_baseline=prepared.request_baseline, scores=self.evaluator.scores(prepared, pre, post),
-                      edit_seconds=handle.edit_seconds, eval_seconds=pre_seconds + post.seconds,
-                      weights_restored=_restored(self.model, before, handle))
-        return EditOutcome(row, prepared, pre, post)
+        return self._outcome(prepared, method, layer, tuple(handle.layers), pre, post, handle.edit_seconds,
+                             pre_seconds, _restored(self.model, before, handle), handle.info)
+
+    def _outcome(self, prepared: PreparedEdit, method: str, layer: int, layers: tuple[int, ...], pre: Evaluation,
+                 post: Evaluation, edit_seconds: float, pre_seconds: float, restored: bool,
+                 edit_info: Mapping[str, Any]) -> "EditOutcome":
+        row = EditRow(case_id=prepared.fact.case_id, method=method, problem=prepared.problem, layer=layer,
+                      layers=layers, target_new=prepared.target_new, request_baseline=prepared.request_baseline,
+                      scores=self.evaluator.scores(prepared, pre, post), edit_seconds=edit_seconds,
+                      eval_seconds=pre_seconds + post.seconds, weights_restored=restored)
+        return EditOutcome(row, prepared, pre, post, edit_info)
+
+    def run_many(self, facts: Sequence[Fact], method: str, layer: int, problem: str, hparams: HparamsArg = None, *,
+                 reseed: Callable[[], Any] | None = None) -> "list[EditOutcome | Exception]":
+        """:meth:`run` for several facts at the same (method, layer, problem): one outcome per fact, in order, or
+        the exception that fact's preparation, evaluation or edit raised (a failing fact fails alone).
+
+        The facts are prepared one by one, pre-evaluated together (uncached ones only), their edits computed
+        together (:func:`~locedit.edit.methods.compute_edits`), and, when every edit is rank-one and none is
+        noised, post-evaluated together without touching the weights (:meth:`Evaluator.evaluate_many`);
+        otherwise each edit is applied, evaluated, restored and verified as :meth:`run` does. ``reseed()``
+        runs before each preparation and before each edit computed on its own (a noised request, or a
+        method without a joint computation), so a batch gives the rows of units that each reseed and call
+        :meth:`run`. ``edit_seconds`` and ``eval_seconds`` are each fact's share of the batch's time.
+        """
+        layer = check_layer(self.model, layer)
+        hp = self.hparams(method, problem, hparams)
+        layers = edit_layers(self.model, layer, hp)
+        reseed = reseed or (lambda: None)
+        out: list[EditOutcome | Exception | None] = [None] * len(facts)
+        prepared: dict[int, PreparedEdit] = {}
+        for i, fact in enumerate(facts):
+            reseed()
+            _attempt(out, i, lambda: prepared.__setitem__(i, self.prepare(fact, problem, hp)))
+        pre, pre_seconds = self._pre_many(prepared, out)
+        todo = [i for i in prepared if i in pre]
+        before = _checksums(self.model, layers)
+        results = self._compute(method, layer, hp, [prepared[i] for i in todo], reseed)
+        for i, result in zip(todo, results):
+            if isinstance(result, Exception):
+                out[i] = result
+        done = [(i, r) for i, r in zip(todo, results) if not isinstance(r, Exception)]
+        low_rank = all(r.low_rank and set(r.low_rank) == set(r.deltas) for _, r in done)
+        noised = any(prepared[i].request.noise_sigma is not None for i, _ in done)
+        if done and low_rank and not noised:
+            try:
+                posts = self.evaluator.evaluate_many([prepared[i] for i, _ in done], [r.low_rank for _, r in done])
+            except Exception:  # noqa: BLE001 - evaluated one by one below, so only the failing fact fails
+                posts = []
+            restored = _checksums(self.model, layers) == before  # the weights were never touched
+            for (i, result), post in zip(done, posts):
+                out[i] = self._outcome(prepared[i], method, layer, tuple(layers), pre[i], post,
+                                       result.info["edit_seconds"], pre_seconds[i], restored, result.info)
+        for i, result in done:
+            if out[i] is None:
+                _attempt(out, i, lambda: self._measured(prepared[i], method, layer, pre[i], pre_seconds[i],
+                                                        _handle(self.model, method, layers, hp, result), before))
+        return out  # type: ignore[return-value]
+
+    def _pre_many(self, prepared: dict[int, PreparedEdit],
+                  out: list) -> tuple[dict[int, Evaluation], dict[int, float]]:
+        """Pre-edit evaluations (together where uncached) and each fact's share of their seconds (0 if cached);
+        a fact whose evaluation raises gets its exception in ``out``."""
+        pre: dict[int, Evaluation] = {}
+        uncached = {i for i, p in prepared.items() if not self.evaluator.is_cached(p)}
+        start = time.perf_counter()
+        try:
+            pre = dict(zip(prepared, self.evaluator.pre_many(list(prepared.values()))))
+        except Exception:  # noqa: BLE001 - evaluated one by one, so only the failing fact fails
+            for i, p in prepared.items():
+                _attempt(out, i, lambda: pre.__setitem__(i, self.evaluator.pre(p)))
+        share = (time.perf_counter() - start) / max(1, len(uncached))
+        return pre, {i: share if i in uncached else 0.0 for i in prepared}
+
+    def _compute(self, method: str, layer: int, hp: Hparams, prepared: list[PreparedEdit],
+                 reseed: Callable[[], Any]) -> list[MethodResult | Exception]:
+        """The edits of ``prepared``: together when the method computes several at once and none is noised,
+        else one by one, each after ``reseed()``."""
+        requests = [p.request for p in prepared]
+        if get_method(method).compute_many is not None and all(r.noise_sigma is None for r in requests):
+            reseed()
+            return compute_edits(self.model, self.tok, requests, method, layer, hp)
+        out: list[MethodResult | Exception] = []
+        for request in requests:
+            reseed()
+            out.extend(compute_edits(self.model, self.tok, [request], method, layer, hp))
+        return out
 
     def edit_and_evaluate(self, fact: Fact, method: str, layer: int, problem: str,
                           hparams: HparamsArg = None) -> EditRow:
         """The measured edit as an :class:`EditRow` (see :meth:`run`)."""
         return self.run(fact, method, layer, problem, hparams).row
+
+
+def _handle(model: nn.Module, method: str, layers: list[int], hp: Hparams, result: MethodResult) -> EditHandle:
+    """``result``'s deltas applied, as :func:`~locedit.edit.methods.apply_edit` applies a computed edit."""
+    return EditHandle(model, result.deltas, method=get_method(method).name, layers=layers,
+                      edit_seconds=result.info["edit_seconds"], info=dict(result.info, hparams=hp))
+
+
+def _attempt(out: list, i: int, step: Callable[[], Any]) -> None:
+    """Run ``step``; its result (an :class:`EditOutcome`) or its exception goes to ``out[i]``."""
+    try:
+        result = step()
+    except Exception as err:  # noqa: BLE001 - reported for this fact alone
+        out[i] = err
+        return
+    if isinstance(result, EditOutcome):
+        out[i] = result
 
 
 @dataclass(frozen=True)
@@ -150,6 +257,7 @@ class EditOutcome:
     prepared: PreparedEdit
     pre: Evaluation
     post: Evaluation
+    edit_info: Mapping[str, Any] = field(default_factory=dict)  # the method's diagnostics (v_star, z, losses, ...)
 
 
 # -- restoration check ------------------------------------------------------------------------------
@@ -236,6 +344,27 @@ def edit_and_evaluate(model: PreTrainedModel, tok: PreTrainedTokenizerBase, fact
     """
     layer = default_layer(model) if layer is None else layer
     return session_for(model, tok, **settings).edit_and_evaluate(fact, method, layer, problem, hparams)
+
+
+def edit_and_evaluate_many(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact],
+                           method: str = "rome", layer: int | None = None, problem: str = "error-injection",
+                           hparams: HparamsArg = None, *, reseed: Callable[[], Any] | None = None,
+                           **settings: Any) -> list[EditRow | Exception]:
+    """:func:`edit_and_evaluate` for several facts at once (:meth:`EditSession.run_many`): one row per fact, or
+    the exception that failed it.
+
+    >>> from locedit.models import tiny
+    >>> from locedit.data.fact import Fact
+    >>> model, tok = tiny("gpt2")
+    >>> facts = [Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
+    ...          Fact(1, "Marie Curie", "The mother tongue of Danielle Darrieux is", "Polish", "English")]
+    >>> first, second = edit_and_evaluate_many(model, tok, facts, "ft-1", layer=3, essence=False)
+    >>> first.weights_restored, type(second).__name__           # Marie Curie is not in her prompt
+    (True, 'SubjectNotFoundError')
+    """
+    layer = default_layer(model) if layer is None else layer
+    outcomes = session_for(model, tok, **settings).run_many(facts, method, layer, problem, hparams, reseed=reseed)
+    return [o if isinstance(o, Exception) else o.row for o in outcomes]
 
 
 def store_row(result: EditRow) -> dict[str, Any]:

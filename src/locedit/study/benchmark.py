@@ -1,0 +1,157 @@
+"""``locedit bench edit --compare``: the one-by-one path (:meth:`EditSession.run` per fact, the oracle) against the
+batched path (:meth:`EditSession.run_many`, ``batch`` facts at a time) on the same facts in one process.
+
+Per method: seconds per edit of each (edit + post-evaluation + restore; pre-edit evaluations are cached
+beforehand, one-time costs such as key statistics and templates are paid by a warm-up edit), the speed-up,
+the largest relative difference of the optimised vector (``v_star`` for ROME, ``z`` for MEMIT: max |a - b| /
+max |a| per fact), the largest absolute difference of any score column (and which one: on a random model the essence score,
+a difference of perplexities in the thousands, shows float rounding magnified), and the FLOP rate of the batched
+path (FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` in a third, counted run, divided by the
+batched path's wall time) beside a plain matmul's (:func:`locedit.localize.benchmark.matmul_gflops`). Peak
+memory is the device's high-water mark per path on CUDA and the process's peak resident set on the CPU
+(a process-wide high-water mark: it only grows from one path to the next).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from locedit.data.fact import Fact
+from locedit.localize.benchmark import matmul_gflops
+from locedit.study.session import EditOutcome, EditSession, HparamsArg, SessionSettings
+
+VECTOR_KEYS = ("v_star", "z")  # the optimised vector of ROME and of MEMIT in a method's info
+
+
+def _synced(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
+    """(result, seconds, peak MiB) of ``fn()``."""
+    _reset_peak(device)
+    _synced(device)
+    start = time.perf_counter()
+    out = fn()
+    _synced(device)
+    return out, time.perf_counter() - start, _peak_mib(device)
+
+
+def _oracle(session: EditSession, facts: Sequence[Fact], method: str, layer: int, problem: str,
+            hparams: HparamsArg) -> list[EditOutcome | Exception]:
+    out: list[EditOutcome | Exception] = []
+    for fact in facts:
+        try:
+            out.append(session.run(fact, method, layer, problem, hparams))
+        except Exception as err:  # noqa: BLE001 - counted as a failed edit, as the batched path reports it
+            out.append(err)
+    return out
+
+
+def _batched(session: EditSession, facts: Sequence[Fact], method: str, layer: int, problem: str,
+             hparams: HparamsArg, batch: int) -> list[EditOutcome | Exception]:
+    out: list[EditOutcome | Exception] = []
+    for i in range(0, len(facts), batch):
+        out.extend(session.run_many(facts[i: i + batch], method, layer, problem, hparams))
+    return out
+
+
+def vector_rel_diff(a: EditOutcome, b: EditOutcome) -> float | None:
+    """max |a - b| / max |a| of the optimised vector of two outcomes (None for methods without one)."""
+    for key in VECTOR_KEYS:
+        if key in a.edit_info and key in b.edit_info:
+            x, y = a.edit_info[key].detach().double(), b.edit_info[key].detach().double()
+            return float((x - y).abs().max() / x.abs().max().clamp_min(1e-30))
+    return None
+
+
+def score_diff(a: EditOutcome, b: EditOutcome) -> tuple[float, str | None]:
+    """The largest absolute difference of a score column present in both rows, and that column."""
+    diffs = [(abs(float(v) - float(b.row.scores[k])), k) for k, v in a.row.scores.items()
+             if v is not None and b.row.scores.get(k) is not None]
+    return max(diffs, default=(0.0, None))
+
+
+def _max(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact], method: str, layer: int,
+                   problem: str, *, batch: int, hparams: HparamsArg = None,
+                   settings: SessionSettings = SessionSettings()) -> dict[str, Any]:
+    """One method's comparison (see the module docstring); each path has its own session and caches."""
+    oracle_session, fast_session = EditSession(model, tok, settings), EditSession(model, tok, settings)
+    hp = oracle_session.hparams(method, problem, hparams)
+    prepared = [oracle_session.prepare(f, problem, hp) for f in facts]
+    start = time.perf_counter()
+    for p in prepared:
+        oracle_session.evaluator.pre(p)
+    pre_oracle = time.perf_counter() - start
+    start = time.perf_counter()
+    fast_session.evaluator.pre_many(prepared)
+    pre_fast = time.perf_counter() - start
+    _oracle(oracle_session, facts[:1], method, layer, problem, hp)  # warm-up: statistics, templates, inverses
+    dev = model.device
+    oracle, oracle_s, oracle_peak = _timed(lambda: _oracle(oracle_session, facts, method, layer, problem, hp), dev)
+    fast, fast_s, fast_peak = _timed(lambda: _batched(fast_session, facts, method, layer, problem, hp, batch), dev)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _batched(fast_session, facts, method, layer, problem, hp, batch)
+    flops = int(counter.get_total_flops())
+    pairs = [(a, b) for a, b in zip(oracle, fast) if isinstance(a, EditOutcome) and isinstance(b, EditOutcome)]
+    worst = max((score_diff(a, b) for a, b in pairs), default=(None, None))
+    n = len(facts)
+    return {
+        "oracle_seconds": oracle_s / n, "fast_seconds": fast_s / n,
+        "speedup": oracle_s / fast_s if fast_s else float("nan"),
+        "max_rel_diff": _max([vector_rel_diff(a, b) for a, b in pairs]),
+        "max_score_diff": worst[0], "max_score_diff_column": worst[1],
+        "compared": len(pairs), "oracle_failed": sum(isinstance(o, Exception) for o in oracle),
+        "fast_failed": sum(isinstance(o, Exception) for o in fast),
+        "pre_eval_seconds_per_fact": {"oracle": pre_oracle / n, "fast": pre_fast / n},
+        "fast_gflop_per_edit": flops / n / 1e9, "fast_gflops_per_s": flops / fast_s / 1e9 if fast_s else float("nan"),
+        "peak_memory_mib": {"oracle": oracle_peak, "fast": fast_peak},
+    }
+
+
+def bench_edit_compare(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact],
+                       methods: Sequence[str], layer: int, problem: str, *, batch: int,
+                       hparams: dict[str, HparamsArg] | None = None, settings: SessionSettings = SessionSettings(),
+                       on_method: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
+    """:func:`compare_method` for each method, with the machine, the matmul reference rate and the settings."""
+    matmul_before = matmul_gflops(model)
+    per_method = {}
+    for method in methods:
+        per_method[method] = compare_method(model, tok, facts, method, layer, problem, batch=batch,
+                                            hparams=(hparams or {}).get(method), settings=settings)
+        if on_method:
+            on_method(method, per_method[method])
+    matmul_after = matmul_gflops(model)
+    return dict(
+        model=str(model.config._name_or_path or model.config.model_type), device=str(model.device),
+        dtype=str(next(model.parameters()).dtype).replace("torch.", ""), layer=layer, problem=problem,
+        facts=len(facts), batch=batch, torch_threads=torch.get_num_threads(), machine=platform.platform(),
+        cpu=platform.processor() or platform.machine(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        matmul_gflops_per_s=(matmul_before + matmul_after) / 2, methods=per_method,
+    )

@@ -1,0 +1,50 @@
+"""`locedit bench edit --compare`: the one-by-one and batched paths agree, and the report has the promised fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from locedit.cli.main import app
+from locedit.data.loaders import load_demo_facts
+from locedit.study.benchmark import compare_method
+from locedit.study.session import SessionSettings
+
+FIELDS = {"oracle_seconds", "fast_seconds", "speedup", "max_rel_diff", "max_score_diff", "fast_gflops_per_s",
+          "peak_memory_mib"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("method, key", [("rome", "v_star"), ("memit", "z")])
+def test_compare_method_finds_equal_vectors_and_scores(method, key, tiny_llama, corpus_file):
+    model, tok = tiny_llama
+    hp = {"v_num_grad_steps": 4, "mom2_corpus": str(corpus_file), "mom2_n_tokens": 1500,
+          **({"mom2_update_weight": 50.0} if method == "memit" else {})}
+    facts = load_demo_facts()[:3]
+    report = compare_method(model, tok, facts, method, 2, "error-injection", batch=2, hparams=hp,
+                            settings=SessionSettings(essence=False))
+    assert FIELDS <= set(report) and report["compared"] == 3 and report["oracle_failed"] == report["fast_failed"] == 0
+    assert 0 <= report["max_rel_diff"] < 1e-4 and 0 <= report["max_score_diff"] < 1e-5
+    assert report["oracle_seconds"] > 0 and report["fast_seconds"] > 0 and report["fast_gflops_per_s"] > 0
+    assert report["speedup"] == pytest.approx(report["oracle_seconds"] / report["fast_seconds"])
+    assert min(report["peak_memory_mib"].values()) > 0
+
+
+def test_bench_edit_compare_through_the_cli():
+    result = CliRunner().invoke(app, ["bench", "edit", "--model", "tiny:llama", "--compare", "--batch", "2",
+                                      "--facts", "2", "--method", "ft-1", "--layer", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["model"] == "tiny:llama" and report["batch"] == 2 and report["facts"] == 2
+    assert report["matmul_gflops_per_s"] > 0 and list(report["methods"]) == ["ft-1"]
+    ft = report["methods"]["ft-1"]
+    assert FIELDS <= set(ft) and ft["max_rel_diff"] is None and ft["compared"] == 2
+    assert ft["max_score_diff"] < 1e-4  # essence on: random-model perplexities magnify rounding (see benchmark.py)
+
+
+def test_bench_edit_rejects_a_bad_batch():
+    result = CliRunner().invoke(app, ["bench", "edit", "--model", "tiny:llama", "--compare", "--batch", "0"])
+    assert result.exit_code == 2 and "--batch must be >= 1" in result.output
