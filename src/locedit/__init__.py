@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "ZeroingResult": "locedit.localize.result",
     "edit": "locedit.study.session",
     "edit_and_evaluate": "locedit.study.session",
+    "edit_and_evaluate_many": "locedit.study.session",
     "EditHandle": "locedit.edit.handle",
     "EditRow": "locedit.study.edit_row",
     "run": "locedit.experiment.api",
