@@ -5,7 +5,8 @@ full attention): the suffix forward's logits and gradients equal the full forwar
 together equal each one optimised alone, with per-fact early stopping; ROME and MEMIT give the oracle's
 deltas. The comparisons of optimised vectors run the tiny models in float64: a random model's gradients at
 its top layers (and those of exp(-NLL) when minimising) are far below Adam's ε, so float32 rounding
-differences of either path grow to percent-level differences of δ, while with a float64 model the two paths agree to the rounding of the float32 δ. The embedded test compares v* on SmolLM2-135M in float32.
+differences of either path grow to percent-level differences of δ, while with a float64 model the two paths
+agree to the rounding of the float32 δ. The embedded test compares v* on SmolLM2-135M in float32.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def test_rows_are_aligned_at_their_pivots():
         aligned_batch([[1, 2]], [2], pad_id=0)
 
 
+def pivot_loss_and_grad(model, site, forward, rows: torch.Tensor, positions: torch.Tensor, pivots: torch.Tensor):
+    """Logits at (rows, positions) with a vector added at each row's pivot, and the gradient of a loss on them
+    w.r.t. those vectors."""
+    delta = torch.full((len(pivots), site.width_of(model.config)), 0.05, requires_grad=True)
+
+    def add(h):
+        h = h.clone()
+        h[torch.arange(len(pivots)), pivots] += delta
+        return h
+
+    with intervene(model, {site: add}):
+        logits = forward.logits_at(rows, positions)
+    torch.log_softmax(logits, -1)[:, :64].sum().backward()
+    return logits.detach(), delta.grad
+
+
 def test_suffix_forward_equals_the_full_forward(tiny_model):
     """Logits at every real suffix position and the gradient of a loss on them w.r.t. a vector added at
     each row's pivot, for rows of different prefix lengths (one with none)."""
@@ -96,23 +113,10 @@ def test_suffix_forward_equals_the_full_forward(tiny_model):
     for start in (0, 2, fam.n_layers(model) - 1):
         site = fam.site("mlp_down_output", start)
         fast = SuffixForward(model, rows, pivots, pad_id_of(tok), start)
-
-        def loss_and_grad(forward, positions, at_pivot):
-            delta = torch.full((len(rows), site.width_of(model.config)), 0.05, requires_grad=True)
-
-            def add(h):
-                h = h.clone()
-                h[torch.arange(len(rows)), at_pivot] += delta
-                return h
-
-            with intervene(model, {site: add}):
-                logits = forward.logits_at(row_of, positions)
-            torch.log_softmax(logits, -1)[:, :64].sum().backward()
-            return logits.detach(), delta.grad
-
-        logits_full, grad_full = loss_and_grad(full, full_pos, torch.tensor(pivots))
-        logits_fast, grad_fast = loss_and_grad(fast, suffix_pos, torch.zeros(len(rows), dtype=torch.long))
-        assert torch.allclose(logits_fast, logits_full, rtol=1e-5, atol=1e-5), (start, (logits_fast - logits_full).abs().max())
+        logits_full, grad_full = pivot_loss_and_grad(model, site, full, row_of, full_pos, torch.tensor(pivots))
+        at_zero = torch.zeros(len(rows), dtype=torch.long)
+        logits_fast, grad_fast = pivot_loss_and_grad(model, site, fast, row_of, suffix_pos, at_zero)
+        assert torch.allclose(logits_fast, logits_full, rtol=1e-5, atol=1e-5), start
         assert torch.allclose(grad_fast, grad_full, rtol=1e-4, atol=1e-6 * grad_full.abs().max().item()), start
 
 
@@ -178,7 +182,8 @@ def test_methods_fast_equal_oracle(method, problem, overrides, tiny64, corpus_fi
         assert sorted(fast.deltas) == sorted(oracle.deltas) and sorted(fast.low_rank) == sorted(oracle.low_rank)
         for name, delta in oracle.deltas.items():
             assert rel(fast.deltas[name], delta) < TOL, name
-        assert torch.allclose(torch.tensor(fast.info["losses"]), torch.tensor(oracle.info["losses"]), rtol=1e-5, atol=1e-7)
+        losses = torch.tensor(fast.info["losses"]), torch.tensor(oracle.info["losses"])
+        assert torch.allclose(*losses, rtol=1e-5, atol=1e-7)
         if method == "rome":
             for key in ("u", "k_star", "o_star"):
                 assert rel(fast.info[key], oracle.info[key]) < TOL, key

@@ -12,7 +12,7 @@ the reference: ``compat`` never stops early (its patience counter cannot fire), 
 loss < 0.05 (``stop_loss``; maximising only); the last iteration skips its update unless minimising with
 ``skip_final_when_minimizing=False`` (ROME FE).
 
-Two implementations of the same optimisation (docs/algorithms.md#caches):
+Two implementations of the same optimisation (docs/algorithms.md#target-vector-prefix-reuse):
 
 * :func:`optimize_target_value`, the oracle: one request, full rows through blocks ℓ.. every step (the
   blocks below run once, :class:`~locedit.models.upper.UpperForward`); the only one that takes Fact
@@ -167,9 +167,10 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
     """The δ of each request, optimised together; each equals :func:`optimize_target_value` on that request
     alone (values and losses, up to float rounding).
 
-    Fast and exact (docs/algorithms.md#caches): one :class:`~locedit.models.prefix.SuffixForward` holds every
-    fact's rows, aligned at the subject's last token, so each step runs blocks ``site.layer``.. over the
-    suffixes only (the prefix keys and values are computed once). δ is [B, d], the loss the sum of the
+    Fast and exact (docs/algorithms.md#target-vector-prefix-reuse): one
+    :class:`~locedit.models.prefix.SuffixForward` holds every fact's rows, aligned at the subject's last
+    token, so each step runs blocks ``site.layer``.. over the suffixes only (the prefix keys and values
+    are computed once). δ is [B, d], the loss the sum of the
     facts' losses (each fact's rows are its own, so its gradient reaches its δ only); Adam is element-wise,
     and a fact that stops (early stop, or the final step it skips) keeps its δ: the update is undone on its
     row. ``reads`` are captured at the subject's last token of every context row before any δ
@@ -253,7 +254,8 @@ def _stops(schedule: DeltaSchedule, minimize: bool, it: int, loss: float) -> boo
 
 
 @torch.no_grad()
-def _masked_step(opt: torch.optim.Optimizer, delta: torch.Tensor, stepping: list[int], radii: list[torch.Tensor]) -> None:
+def _masked_step(opt: torch.optim.Optimizer, delta: torch.Tensor, stepping: list[int],
+                 radii: list[torch.Tensor]) -> None:
     """One Adam step of the ``stepping`` rows of δ, each projected into its ball; the other rows keep their
     value (Adam with a zero gradient would still move them)."""
     kept = delta.detach().clone()

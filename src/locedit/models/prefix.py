@@ -1,4 +1,5 @@
-"""Forwards of a fixed batch that change only from one position of each row on (docs/algorithms.md#caches).
+"""Forwards of a fixed batch that change only from one position of each row on
+(docs/algorithms.md#target-vector-prefix-reuse).
 
 ROME's v* and MEMIT's z add δ at the subject's last token of every row, at one layer ℓ. Positions before
 that token (the row's *prefix*) never see δ, and blocks below ℓ never do either, so the only part of a
