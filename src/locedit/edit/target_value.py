@@ -148,7 +148,6 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
     return result
 
 
-
 @dataclass(frozen=True)
 class _FactRows:
     """Where one fact's rows sit in the batch: its context rows, its KL row, its target."""
@@ -160,6 +159,19 @@ class _FactRows:
     label_pos: torch.Tensor  # suffix positions predicting the target, [n_contexts, k]
     minimize: bool
 
+    def read_places(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, suffix positions) whose logits the loss reads: each context row's target-predicting
+        positions, then the KL row's subject-last token (suffix position 0)."""
+        rows = torch.arange(self.first, self.kl)[:, None].expand_as(self.label_pos).reshape(-1)
+        return torch.cat([rows, torch.tensor([self.kl])]), torch.cat([self.label_pos.reshape(-1), torch.tensor([0])])
+
+    def nll(self, logp: torch.Tensor) -> torch.Tensor:
+        """Per-token mean NLL of the target, averaged over the context rows, from this fact's read
+        log-probabilities (KL row last)."""
+        k = len(self.labels)
+        labels = self.labels.to(logp.device).repeat(self.n_contexts)[:, None]
+        return -logp[:-1].gather(1, labels).view(self.n_contexts, k).mean(1).mean()
+
 
 def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
                            site: Site, contexts: Sequence[str], schedule: DeltaSchedule,
@@ -170,33 +182,22 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
     Fast and exact (docs/algorithms.md#target-vector-prefix-reuse): one
     :class:`~locedit.models.prefix.SuffixForward` holds every fact's rows, aligned at the subject's last
     token, so each step runs blocks ``site.layer``.. over the suffixes only (the prefix keys and values
-    are computed once). δ is [B, d], the loss the sum of the
-    facts' losses (each fact's rows are its own, so its gradient reaches its δ only); Adam is element-wise,
-    and a fact that stops (early stop, or the final step it skips) keeps its δ: the update is undone on its
-    row. ``reads`` are captured at the subject's last token of every context row before any δ
-    (``TargetValue.reads[site]``, [contexts, width]). Fact Forcing noise (a different draw per forward)
-    must use :func:`optimize_target_value`.
+    are computed once). δ is [B, d], the loss the sum of the facts' losses (each fact's rows are its own,
+    so its gradient reaches its δ only); Adam is element-wise, and a fact that stops (early stop, or the
+    final step it skips) keeps its δ: the update is undone on its row. ``reads`` are captured at the
+    subject's last token of every context row before any δ (``TargetValue.reads[site]``, [contexts,
+    width]). Fact Forcing noise (a different draw per forward) must use :func:`optimize_target_value`.
     """
     if site.position != "output" or site.layer is None:
         raise ValueError(f"δ is added to the output of a block's module, not to {site}")
     if not requests:
         return []
-    seqs: list[list[int]] = []
-    pivots: list[int] = []
-    facts: list[_FactRows] = []
-    for request in requests:
-        rows, kl, y = context_rows(tok, contexts, request), kl_row(tok, request), target_ids(tok, request.target)
-        first = len(seqs)
-        seqs += [list(r.ids) + y[:-1] for r in rows] + [list(kl.ids)]
-        pivots += [r.index for r in rows] + [kl.index]
-        label_pos = torch.tensor([[len(r.ids) - 1 - r.index + i for i in range(len(y))] for r in rows])
-        facts.append(_FactRows(first, len(rows), first + len(rows), torch.tensor(y), label_pos, request.minimize))
+    seqs, pivots, facts = _batch_rows(tok, requests, contexts)
     forward = SuffixForward(model, seqs, pivots, pad_id_of(tok), site.layer, reads)
     device = forward.residual.device
-    read_rows = torch.cat([torch.cat([torch.arange(f.first, f.kl)[:, None].expand_as(f.label_pos).reshape(-1),
-                                      torch.tensor([f.kl])]) for f in facts]).to(device)
-    read_pos = torch.cat([torch.cat([f.label_pos.reshape(-1), torch.tensor([0])]) for f in facts]).to(device)
-    sizes = [f.label_pos.numel() + 1 for f in facts]
+    places = [f.read_places() for f in facts]
+    read_rows, read_pos = (torch.cat(column).to(device) for column in zip(*places))
+    sizes = [len(rows) for rows, _ in places]
     fact_of_row = torch.repeat_interleave(torch.arange(len(facts)), torch.tensor([f.n_contexts + 1 for f in facts]))
     fact_of_row = fact_of_row.to(device)
 
@@ -222,14 +223,11 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
                 q0.extend(lp[-1].detach().clone() for lp in logp)
             stepping, total = [], None
             for i in active:
-                f, lp = facts[i], logp[i]
-                k = len(f.labels)
-                target_lp = lp[:-1].gather(1, f.labels.to(device).repeat(f.n_contexts)[:, None]).view(f.n_contexts, k)
-                nll = -target_lp.mean(1).mean()
-                loss = fact_loss(nll, lp[-1], q0[i], delta[i], v0[i], schedule, f.minimize)
+                nll = facts[i].nll(logp[i])
+                loss = fact_loss(nll, logp[i][-1], q0[i], delta[i], v0[i], schedule, facts[i].minimize)
                 results[i].losses.append(float(loss.detach()))
                 results[i].nlls.append(float(nll.detach()))
-                if _stops(schedule, f.minimize, it, results[i].losses[-1]):
+                if _stops(schedule, facts[i].minimize, it, results[i].losses[-1]):
                     continue
                 stepping.append(i)
                 total = loss if total is None else total + loss
@@ -244,6 +242,23 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
         rows = slice(facts[i].first, facts[i].kl)
         result.reads = {s: forward.reads[s][rows] for s in reads}
     return results
+
+
+def _batch_rows(tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
+                contexts: Sequence[str]) -> tuple[list[list[int]], list[int], list[_FactRows]]:
+    """Every fact's rows (context rows with the target but its last token, then the KL row), their pivots
+    (subject-last indices) and where each fact's rows sit."""
+    seqs: list[list[int]] = []
+    pivots: list[int] = []
+    facts: list[_FactRows] = []
+    for request in requests:
+        rows, kl, y = context_rows(tok, contexts, request), kl_row(tok, request), target_ids(tok, request.target)
+        first = len(seqs)
+        seqs += [list(r.ids) + y[:-1] for r in rows] + [list(kl.ids)]
+        pivots += [r.index for r in rows] + [kl.index]
+        label_pos = torch.tensor([[len(r.ids) - 1 - r.index + i for i in range(len(y))] for r in rows])
+        facts.append(_FactRows(first, len(rows), first + len(rows), torch.tensor(y), label_pos, request.minimize))
+    return seqs, pivots, facts
 
 
 def _stops(schedule: DeltaSchedule, minimize: bool, it: int, loss: float) -> bool:
