@@ -5,6 +5,10 @@ v* = the down projection's output at the subject that makes the model say the ta
      :mod:`locedit.edit.target_value`);
 W ← W + r uᵀ with r = (v* − o*) / (uᵀ k*), k*/o* the key and output at the plain prompt (step C), so the
 edited projection maps k* exactly to v*. The bias is untouched.
+
+:func:`rome_many` computes several requests at one layer with one batched step B (the fast engine of
+:mod:`locedit.edit.target_value`, whose first forward also gives k̄, k* and o*); :func:`rome` is its
+one-request case.
 """
 
 from __future__ import annotations
