@@ -247,14 +247,15 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
 def _batch_rows(tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
                 contexts: Sequence[str]) -> tuple[list[list[int]], list[int], list[_FactRows]]:
     """Every fact's rows (context rows with the target but its last token, then the KL row), their pivots
-    (subject-last indices) and where each fact's rows sit."""
+    (subject-last indices) and where each fact's rows sit. Each row ends at its last read position: the KL
+    row, read at its subject's last token, stops there (later tokens cannot change that read)."""
     seqs: list[list[int]] = []
     pivots: list[int] = []
     facts: list[_FactRows] = []
     for request in requests:
         rows, kl, y = context_rows(tok, contexts, request), kl_row(tok, request), target_ids(tok, request.target)
         first = len(seqs)
-        seqs += [list(r.ids) + y[:-1] for r in rows] + [list(kl.ids)]
+        seqs += [list(r.ids) + y[:-1] for r in rows] + [list(kl.ids[: kl.index + 1])]
         pivots += [r.index for r in rows] + [kl.index]
         label_pos = torch.tensor([[len(r.ids) - 1 - r.index + i for i in range(len(y))] for r in rows])
         facts.append(_FactRows(first, len(rows), first + len(rows), torch.tensor(y), label_pos, request.minimize))
