@@ -17,6 +17,7 @@ from torch import nn
 from locedit.models.presets import HPARAM_TABLES as TABLES, preset_key
 
 EarlyStop = Literal["compat", "rome_original"]
+Engine = Literal["fast", "oracle"]  # how v*/z is optimised (locedit.edit.target_value): the same result either way
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class RomeHparams:
     mom2_corpus: str | None = None  # None: the WikiText files in the data folder
     mom2_n_tokens: int = 20_000
     template_seed: int = 0
+    engine: Engine = "fast"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class MemitHparams:
     mom2_corpus: str | None = None
     mom2_n_tokens: int = 20_000
     template_seed: int = 0
+    engine: Engine = "fast"
 
 
 @dataclass(frozen=True)

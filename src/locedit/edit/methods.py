@@ -19,11 +19,11 @@ from transformers import PreTrainedTokenizerBase
 from locedit.edit.finetune import finetune
 from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import TABLES, FtHparams, Hparams, MemitHparams, RomeHparams, table_key
-from locedit.edit.memit import memit
+from locedit.edit.memit import memit, memit_many
 from locedit.edit.problems import get_problem
 from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
-from locedit.edit.rome import rome
+from locedit.edit.rome import rome, rome_many
 from locedit.edit.stats import SecondMoments, moments_for
 from locedit.models.families import family_for
 from locedit.models.tokens import subject_span, target_text
@@ -71,8 +71,9 @@ METHODS: Registry[Method] = Registry("editing method")
 for _m in (  # paper order (Hase et al. 2023, Tables 3-6)
         Method("ft-1", finetune, FtHparams, "FT-1", "#1f77b4", uses_stats=False, window=1),
         Method("ft-5", finetune, FtHparams, "FT-5", "#ff7f0e", uses_stats=False, window=5),
-        Method("rome", rome, RomeHparams, "ROME", "#2ca02c", uses_stats=True, window=1),
-        Method("memit", memit, MemitHparams, "MEMIT", "#d62728", uses_stats=True, window=5, aliases=("memit5",))):
+        Method("rome", rome, RomeHparams, "ROME", "#2ca02c", uses_stats=True, window=1, compute_many=rome_many),
+        Method("memit", memit, MemitHparams, "MEMIT", "#d62728", uses_stats=True, window=5, aliases=("memit5",),
+               compute_many=memit_many)):
     METHODS.register(_m)
 
 

@@ -7,10 +7,19 @@ every row, and optimised with Adam so the context-prefixed prompts predict the t
     loss = NLL (or exp(-NLL) when minimising) + kl_factor · KL(now ‖ first) on "{subject} is a"
            + weight_decay · ‖δ‖ / ‖v0‖²,     then δ is projected into the ball ‖δ‖ ≤ clamp · ‖v0‖.
 
-NLL is the per-token mean over the target, averaged over rows. Model weights stay frozen; gradients
-reach only the layers above the site, and the blocks below it run once per edit. Stopping follows the reference: ``compat`` never stops early
-(its patience counter cannot fire), ``rome_original`` stops once loss < 0.05 (maximising only); the
-last iteration skips its update unless minimising with ``skip_final_when_minimizing=False`` (ROME FE).
+NLL is the per-token mean over the target, averaged over rows. Model weights stay frozen. Stopping follows
+the reference: ``compat`` never stops early (its patience counter cannot fire), ``rome_original`` stops once
+loss < 0.05 (``stop_loss``; maximising only); the last iteration skips its update unless minimising with
+``skip_final_when_minimizing=False`` (ROME FE).
+
+Two implementations of the same optimisation (docs/algorithms.md#target-vector-prefix-reuse):
+
+* :func:`optimize_target_value`, the oracle: one request, full rows through blocks ℓ.. every step (the
+  blocks below run once, :class:`~locedit.models.upper.UpperForward`); the only one that takes Fact
+  Forcing noise, which changes every forward.
+* :func:`optimize_target_values`, the fast engine: B requests in one batch, only the rows' suffixes from
+  the subject's last token on (:class:`~locedit.models.prefix.SuffixForward`); equal to the oracle on
+  each request up to float rounding.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from locedit.edit.request import EditRequest
 from locedit.edit.rows import context_rows, kl_row
 from locedit.models.families import Site
 from locedit.models.interventions import intervene
+from locedit.models.prefix import SuffixForward
 from locedit.models.scoring import pad_id_of, pad_right
 from locedit.models.tokens import target_ids
 from locedit.models.upper import UpperForward
@@ -46,6 +56,7 @@ class DeltaSchedule:
     kl_factor: float
     early_stop: EarlyStop = "compat"
     skip_final_when_minimizing: bool = False
+    stop_loss: float = ROME_ORIGINAL_STOP  # the loss below which ``rome_original`` stops
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -54,12 +65,23 @@ class DeltaSchedule:
 
 @dataclass
 class TargetValue:
-    """v0 + δ at the site, the initial value v0, and the per-iteration losses."""
+    """v0 + δ at the site, the initial value v0, the per-iteration losses, and activations read on the way
+    (:func:`optimize_target_values`' ``reads``)."""
 
     value: torch.Tensor
     initial: torch.Tensor
     losses: list[float] = field(default_factory=list)
     nlls: list[float] = field(default_factory=list)
+    reads: dict[Site, torch.Tensor] = field(default_factory=dict)
+
+
+def fact_loss(nll: torch.Tensor, q: torch.Tensor, q0: torch.Tensor, delta: torch.Tensor, v0: torch.Tensor,
+              schedule: DeltaSchedule, minimize: bool) -> torch.Tensor:
+    """One fact's loss (module docstring) from its NLL, the KL row's log-probabilities now (q) and at the
+    first step (q0), its δ and its initial value v0."""
+    kl_div = (q.exp() * (q - q0)).sum()
+    decay = schedule.weight_decay * delta.norm() / v0.norm() ** 2
+    return (torch.exp(-nll) if minimize else nll) + schedule.kl_factor * kl_div + decay
 
 
 def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, site: Site,
@@ -108,12 +130,10 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
             q = logp[-1]
             if "q0" not in state:
                 state["q0"] = q.detach().clone()
-            kl_div = (q.exp() * (q - state["q0"])).sum()
-            decay = schedule.weight_decay * delta.norm() / state["v0"].norm() ** 2
-            loss = (torch.exp(-nll) if minimize else nll) + schedule.kl_factor * kl_div + decay
+            loss = fact_loss(nll, q, state["q0"], delta, state["v0"], schedule, minimize)
             result.losses.append(float(loss.detach()))
             result.nlls.append(float(nll.detach()))
-            if schedule.early_stop == "rome_original" and not minimize and result.losses[-1] < ROME_ORIGINAL_STOP:
+            if schedule.early_stop == "rome_original" and not minimize and result.losses[-1] < schedule.stop_loss:
                 break
             if it == schedule.steps - 1 and (not minimize or schedule.skip_final_when_minimizing):
                 break
@@ -127,3 +147,139 @@ def optimize_target_value(model: nn.Module, tok: PreTrainedTokenizerBase, reques
     result.value = state["v0"] + delta.detach()
     return result
 
+
+@dataclass(frozen=True)
+class _FactRows:
+    """Where one fact's rows sit in the batch: its context rows, its KL row, its target."""
+
+    first: int  # index of its first context row
+    n_contexts: int
+    kl: int  # index of its KL row
+    labels: torch.Tensor  # target ids [k]
+    label_pos: torch.Tensor  # suffix positions predicting the target, [n_contexts, k]
+    minimize: bool
+
+    def read_places(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, suffix positions) whose logits the loss reads: each context row's target-predicting
+        positions, then the KL row's subject-last token (suffix position 0)."""
+        rows = torch.arange(self.first, self.kl)[:, None].expand_as(self.label_pos).reshape(-1)
+        return torch.cat([rows, torch.tensor([self.kl])]), torch.cat([self.label_pos.reshape(-1), torch.tensor([0])])
+
+    def nll(self, logp: torch.Tensor) -> torch.Tensor:
+        """Per-token mean NLL of the target, averaged over the context rows, from this fact's read
+        log-probabilities (KL row last)."""
+        k = len(self.labels)
+        labels = self.labels.to(logp.device).repeat(self.n_contexts)[:, None]
+        return -logp[:-1].gather(1, labels).view(self.n_contexts, k).mean(1).mean()
+
+
+def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
+                           site: Site, contexts: Sequence[str], schedule: DeltaSchedule,
+                           reads: Sequence[Site] = ()) -> list[TargetValue]:
+    """The δ of each request, optimised together; each equals :func:`optimize_target_value` on that request
+    alone (values and losses, up to float rounding).
+
+    Fast and exact (docs/algorithms.md#target-vector-prefix-reuse): one
+    :class:`~locedit.models.prefix.SuffixForward` holds every fact's rows, aligned at the subject's last
+    token, so each step runs blocks ``site.layer``.. over the suffixes only (the prefix keys and values
+    are computed once). δ is [B, d], the loss the sum of the facts' losses (each fact's rows are its own,
+    so its gradient reaches its δ only); Adam is element-wise, and a fact that stops (early stop, or the
+    final step it skips) keeps its δ: the update is undone on its row. ``reads`` are captured at the
+    subject's last token of every context row before any δ (``TargetValue.reads[site]``, [contexts,
+    width]). Fact Forcing noise (a different draw per forward) must use :func:`optimize_target_value`.
+    """
+    if site.position != "output" or site.layer is None:
+        raise ValueError(f"δ is added to the output of a block's module, not to {site}")
+    if not requests:
+        return []
+    seqs, pivots, facts = _batch_rows(tok, requests, contexts)
+    forward = SuffixForward(model, seqs, pivots, pad_id_of(tok), site.layer, reads)
+    device = forward.residual.device
+    places = [f.read_places() for f in facts]
+    read_rows, read_pos = (torch.cat(column).to(device) for column in zip(*places))
+    sizes = [len(rows) for rows, _ in places]
+    fact_of_row = torch.repeat_interleave(torch.arange(len(facts)), torch.tensor([f.n_contexts + 1 for f in facts]))
+    fact_of_row = fact_of_row.to(device)
+
+    delta = torch.zeros(len(facts), site.width_of(model.config), dtype=torch.float32, device=device, requires_grad=True)
+    v0: list[torch.Tensor] = []
+    q0: list[torch.Tensor] = []
+
+    def add_delta(h: torch.Tensor) -> torch.Tensor:
+        if not v0:
+            v0.extend(h[f.first, 0].detach().float().clone() for f in facts)
+        h = h.clone()
+        h[:, 0] = h[:, 0] + delta[fact_of_row].to(h.dtype)
+        return h
+
+    opt = torch.optim.Adam([delta], lr=schedule.lr)
+    results = [TargetValue(value=torch.empty(0), initial=torch.empty(0)) for _ in facts]
+    active = list(range(len(facts)))
+    with intervene(model, {site: add_delta}):
+        for it in range(schedule.steps):
+            opt.zero_grad()
+            logp = torch.log_softmax(forward.logits_at(read_rows, read_pos), dim=-1).split(sizes)
+            if not q0:
+                q0.extend(lp[-1].detach().clone() for lp in logp)
+            stepping, total = [], None
+            for i in active:
+                nll = facts[i].nll(logp[i])
+                loss = fact_loss(nll, logp[i][-1], q0[i], delta[i], v0[i], schedule, facts[i].minimize)
+                results[i].losses.append(float(loss.detach()))
+                results[i].nlls.append(float(nll.detach()))
+                if _stops(schedule, facts[i].minimize, it, results[i].losses[-1]):
+                    continue
+                stepping.append(i)
+                total = loss if total is None else total + loss
+            if total is None:
+                break
+            total.backward()
+            _masked_step(opt, delta, stepping, [schedule.clamp_norm_factor * v0[i].norm() for i in stepping])
+            active = stepping
+    for i, result in enumerate(results):
+        result.initial = v0[i]
+        result.value = v0[i] + delta[i].detach()
+        rows = slice(facts[i].first, facts[i].kl)
+        result.reads = {s: forward.reads[s][rows] for s in reads}
+    return results
+
+
+def _batch_rows(tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
+                contexts: Sequence[str]) -> tuple[list[list[int]], list[int], list[_FactRows]]:
+    """Every fact's rows (context rows with the target but its last token, then the KL row), their pivots
+    (subject-last indices) and where each fact's rows sit. Each row ends at its last read position: the KL
+    row, read at its subject's last token, stops there (later tokens cannot change that read)."""
+    seqs: list[list[int]] = []
+    pivots: list[int] = []
+    facts: list[_FactRows] = []
+    for request in requests:
+        rows, kl, y = context_rows(tok, contexts, request), kl_row(tok, request), target_ids(tok, request.target)
+        first = len(seqs)
+        seqs += [list(r.ids) + y[:-1] for r in rows] + [list(kl.ids[: kl.index + 1])]
+        pivots += [r.index for r in rows] + [kl.index]
+        label_pos = torch.tensor([[len(r.ids) - 1 - r.index + i for i in range(len(y))] for r in rows])
+        facts.append(_FactRows(first, len(rows), first + len(rows), torch.tensor(y), label_pos, request.minimize))
+    return seqs, pivots, facts
+
+
+def _stops(schedule: DeltaSchedule, minimize: bool, it: int, loss: float) -> bool:
+    """Whether a fact ends at iteration ``it`` without updating δ (early stop, or the skipped final step)."""
+    if schedule.early_stop == "rome_original" and not minimize and loss < schedule.stop_loss:
+        return True
+    return it == schedule.steps - 1 and (not minimize or schedule.skip_final_when_minimizing)
+
+
+@torch.no_grad()
+def _masked_step(opt: torch.optim.Optimizer, delta: torch.Tensor, stepping: list[int],
+                 radii: list[torch.Tensor]) -> None:
+    """One Adam step of the ``stepping`` rows of δ, each projected into its ball; the other rows keep their
+    value (Adam with a zero gradient would still move them)."""
+    kept = delta.detach().clone()
+    opt.step()
+    rows = torch.tensor(stepping, device=delta.device)
+    moved = delta[rows]
+    for j, radius in enumerate(radii):
+        if moved[j].norm() > radius:
+            moved[j] = moved[j] * (radius / moved[j].norm())
+    kept[rows] = moved
+    delta.copy_(kept)

@@ -9,7 +9,7 @@ How it stays exact (each point is an identity of causal decoders, not an approxi
    run below l0, so its rows enter the batch at block l0 with the cached corrupted block input.
 3. **Start at the restored token.** Restoring at token t leaves positions < t unchanged at every layer,
    so only positions t.. are run; the cached corrupted keys/values of positions < t are the prefix of
-   each attention call (a per-row :class:`_PrefixCache` in place of the HF cache).
+   each attention call (a per-row :class:`~locedit.models.prefix.PrefixCache` in place of the HF cache).
 4. **Score only the target.** The last target token is never fed (it predicts nothing scored) and the
    final norm and unembedding run only at the K positions that predict the target.
 5. **Many cells per forward.** All cells of one token (every restore x centre layer x sample) share a
@@ -25,52 +25,19 @@ rotary/learned positions, masks and per-layer attention types come from the mode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache
 
 from locedit.localize.patching import (PatchGrid, PatchProblem, Restore, add_noise, mean_prob, restore_site, target_log_prob,
                                        validate_problem)
 from locedit.models.families import Site, family_for
 from locedit.models.interventions import Edit, ModuleCall, intervene, module_at, recording_calls
+from locedit.models.prefix import PrefixCache, cache_swap, full_cache, layer_kv
 
 DEFAULT_MAX_ROWS = 512
-
-
-class _PrefixCache:
-    """Stands in for the HF cache inside one block call: prepends fixed (corrupted) keys and values."""
-
-    def __init__(self, keys: torch.Tensor | None, values: torch.Tensor | None):
-        self.keys, self.values = keys, values
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        if self.keys is None:
-            return key_states, value_states
-        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
-
-
-def _swap_cache(cache: _PrefixCache) -> Callable[[Any], Any]:
-    """Argument map of a block replay: the model's HF cache is replaced by ``cache``."""
-    return lambda value: cache if isinstance(value, Cache) else value
-
-
-def _full_cache() -> DynamicCache:
-    """An HF cache that keeps every position at every layer: the cells need the keys and values of all
-    positions < t, also at sliding-window layers (Gemma 3), which a model's own cache trims to the window.
-    The window is still applied by the attention mask the model builds."""
-    return DynamicCache()
-
-
-def _layer_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values of ``layer`` from an HF cache (transformers 5 ``layers`` or 4.x ``key_cache``)."""
-    if hasattr(cache, "layers"):
-        return cache.layers[layer].keys, cache.layers[layer].values
-    if hasattr(cache, "key_cache"):
-        return cache.key_cache[layer], cache.value_cache[layer]
-    return cache[layer][0], cache[layer][1]
 
 
 @dataclass(frozen=True)
@@ -128,10 +95,10 @@ class FastEngine:
         if corrupt:
             edits[self.fam.site("embed_output")] = add_noise(problem.corruption, first_row=1)
         with recording_calls(self.model, self.block_inputs) as calls, intervene(self.model, edits):
-            out = self.model(input_ids=batch, past_key_values=_full_cache(), use_cache=True, logits_to_keep=predicting)
+            out = self.model(input_ids=batch, past_key_values=full_cache(), use_cache=True, logits_to_keep=predicting)
         lp = target_log_prob(out.logits, problem.target)
         sel = slice(1, None) if corrupt else slice(0, 1)
-        kv = [_layer_kv(out.past_key_values, layer) for layer in range(self.n_layers)]
+        kv = [layer_kv(out.past_key_values, layer) for layer in range(self.n_layers)]
         return _BaseRun(
             block_inputs=[c.hidden[sel] for c in calls],
             keys=[kk[sel] for kk, _ in kv],
@@ -143,7 +110,7 @@ class FastEngine:
 
     def _token_calls(self, ids: torch.Tensor, t: int) -> list[ModuleCall]:
         """The block arguments of a run over positions t.. with a KV prefix of t positions."""
-        past = self.model(input_ids=ids[:, :t], past_key_values=_full_cache(), use_cache=True).past_key_values if t > 0 else None
+        past = self.model(input_ids=ids[:, :t], past_key_values=full_cache(), use_cache=True).past_key_values if t > 0 else None
         with recording_calls(self.model, self.block_inputs) as calls:
             self.model(input_ids=ids[:, t:], past_key_values=past, use_cache=t > 0)
         return calls  # type: ignore[return-value]
@@ -188,10 +155,10 @@ class FastEngine:
                 hidden = new if hidden is None else torch.cat([hidden, new])
                 n_active += entering
             active = sample_of_row[:n_active]
-            prefix = (_PrefixCache(base.keys[layer][active, :, :t], base.values[layer][active, :, :t]) if t > 0
-                      else _PrefixCache(None, None))
+            prefix = (PrefixCache(base.keys[layer][active, :, :t], base.values[layer][active, :, :t]) if t > 0
+                      else PrefixCache(None, None))
             with intervene(self.model, self._patch_edits(base, cells, s, layer, n_active, t)):
-                hidden = calls[layer].replay(self.blocks[layer], hidden, _swap_cache(prefix))
+                hidden = calls[layer].replay(self.blocks[layer], hidden, cache_swap(prefix))
         first = problem.n_prompt - 1 - t
         logits = self.unembed(self.final_norm(hidden[:, first: first + problem.n_target]))
         probs = target_log_prob(logits, problem.target).double().exp().view(len(cells), s)
