@@ -35,7 +35,7 @@ from locedit.localize.patching import (PatchGrid, PatchProblem, Restore, add_noi
                                        validate_problem)
 from locedit.models.families import Site, family_for
 from locedit.models.interventions import Edit, ModuleCall, intervene, module_at, recording_calls
-from locedit.models.prefix import PrefixCache, cache_swap, full_cache, layer_kv
+from locedit.models.prefix import PrefixCache, cache_kwargs, cache_swap, full_cache, layer_kv
 
 DEFAULT_MAX_ROWS = 512
 
@@ -95,7 +95,7 @@ class FastEngine:
         if corrupt:
             edits[self.fam.site("embed_output")] = add_noise(problem.corruption, first_row=1)
         with recording_calls(self.model, self.block_inputs) as calls, intervene(self.model, edits):
-            out = self.model(input_ids=batch, past_key_values=full_cache(), use_cache=True, logits_to_keep=predicting)
+            out = self.model(input_ids=batch, use_cache=True, logits_to_keep=predicting, **cache_kwargs(self.model, full_cache()))
         lp = target_log_prob(out.logits, problem.target)
         sel = slice(1, None) if corrupt else slice(0, 1)
         kv = [layer_kv(out.past_key_values, layer) for layer in range(self.n_layers)]
@@ -110,9 +110,9 @@ class FastEngine:
 
     def _token_calls(self, ids: torch.Tensor, t: int) -> list[ModuleCall]:
         """The block arguments of a run over positions t.. with a KV prefix of t positions."""
-        past = self.model(input_ids=ids[:, :t], past_key_values=full_cache(), use_cache=True).past_key_values if t > 0 else None
+        past = self.model(input_ids=ids[:, :t], use_cache=True, **cache_kwargs(self.model, full_cache())).past_key_values if t > 0 else None
         with recording_calls(self.model, self.block_inputs) as calls:
-            self.model(input_ids=ids[:, t:], past_key_values=past, use_cache=t > 0)
+            self.model(input_ids=ids[:, t:], use_cache=t > 0, **cache_kwargs(self.model, past))
         return calls  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------------ cells

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from locedit.models.prefix import cache_kwargs
 from locedit.models.scoring import pad_id_of
 from locedit.models.tokens import encode, sequence_start
 
@@ -71,8 +72,8 @@ def sample_top_k(
     n_steps = max(0, max_length - min(len(e) for e in enc))
     steps = [ids]
     for _ in range(n_steps):
-        out = model(input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos, past_key_values=past, use_cache=True,
-                    logits_to_keep=1)
+        out = model(input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos, use_cache=True, logits_to_keep=1,
+                    **cache_kwargs(model, past))
         past = out.past_key_values
         probs = torch.softmax(out.logits[:, -1].float(), dim=-1).cpu()
         top = probs.topk(k, dim=-1)

@@ -25,6 +25,8 @@ in the full forward of the unaligned rows; only the float rounding of matmuls of
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import torch
@@ -33,6 +35,17 @@ from transformers.cache_utils import Cache, DynamicCache
 
 from locedit.models.families import Site, family_for
 from locedit.models.interventions import ModuleCall, capture, module_at, recording_calls
+
+
+@lru_cache(maxsize=None)
+def _cache_keyword(forward_of: type) -> str:
+    return "cache" if "cache" in inspect.signature(forward_of.forward).parameters else "past_key_values"
+
+
+def cache_kwargs(model: nn.Module, cache: Cache | None) -> dict[str, Any]:
+    """The keyword argument that hands a KV cache to ``model``'s forward: ``cache`` in the transformers
+    versions that renamed it, ``past_key_values`` before."""
+    return {_cache_keyword(type(model)): cache}
 
 
 class PrefixCache:
@@ -98,12 +111,12 @@ class SuffixForward:
             cache = full_cache() if first > 0 else None
             if cache is not None:
                 model.base_model(input_ids=ids[:, :first], attention_mask=mask[:, :first],
-                                 position_ids=positions[:, :first], past_key_values=cache, use_cache=True)
+                                 position_ids=positions[:, :first], use_cache=True, **cache_kwargs(model.base_model, cache))
             self.prefix = [layer_kv(cache, layer) if cache is not None else (None, None)
                            for layer in range(start, fam.n_layers(model))]
             with recording_calls(model, block_sites) as calls, capture(model, reads) as got:
                 model.base_model(input_ids=ids[:, first:], attention_mask=mask, position_ids=positions[:, first:],
-                                 past_key_values=cache, use_cache=cache is not None)
+                                 use_cache=cache is not None, **cache_kwargs(model.base_model, cache))
         self.calls: list[ModuleCall] = calls  # type: ignore[assignment]
         self.residual = self.calls[0].hidden.detach().clone()
         self.reads = {site: got[site][:, 0].float().clone() for site in reads}

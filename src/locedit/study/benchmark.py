@@ -1,5 +1,7 @@
-"""``locedit bench edit --compare``: the one-by-one path (:meth:`EditSession.run` per fact, the oracle) against the
-batched path (:meth:`EditSession.run_many`, ``batch`` facts at a time) on the same facts in one process.
+"""``locedit bench edit --compare``: the oracle (:meth:`EditSession.run` per fact with ``engine="oracle"``: the
+full-sequence optimisation of :func:`locedit.edit.target_value.optimize_target_value`) against the fast path
+(:meth:`EditSession.run_many`, ``batch`` facts at a time: prefix reuse, batched δ, rank-one evaluation) on the
+same facts in one process.
 
 Per method: seconds per edit of each (edit + post-evaluation + restore; pre-edit evaluations are cached
 beforehand, one-time costs such as key statistics and templates are paid by a warm-up edit), the speed-up,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import platform
 import resource
 import time
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -103,6 +106,7 @@ def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: 
     """One method's comparison (see the module docstring); each path has its own session and caches."""
     oracle_session, fast_session = EditSession(model, tok, settings), EditSession(model, tok, settings)
     hp = oracle_session.hparams(method, problem, hparams)
+    oracle_hp = replace(hp, engine="oracle") if "engine" in {f.name for f in fields(hp)} else hp
     prepared = [oracle_session.prepare(f, problem, hp) for f in facts]
     start = time.perf_counter()
     for p in prepared:
@@ -111,9 +115,9 @@ def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: 
     start = time.perf_counter()
     fast_session.evaluator.pre_many(prepared)
     pre_fast = time.perf_counter() - start
-    _oracle(oracle_session, facts[:1], method, layer, problem, hp)  # warm-up: statistics, templates, inverses
+    _oracle(oracle_session, facts[:1], method, layer, problem, oracle_hp)  # warm-up: statistics, templates, inverses
     dev = model.device
-    oracle, oracle_s, oracle_peak = _timed(lambda: _oracle(oracle_session, facts, method, layer, problem, hp), dev)
+    oracle, oracle_s, oracle_peak = _timed(lambda: _oracle(oracle_session, facts, method, layer, problem, oracle_hp), dev)
     fast, fast_s, fast_peak = _timed(lambda: _batched(fast_session, facts, method, layer, problem, hp, batch), dev)
     counter = FlopCounterMode(display=False)
     with counter:
