@@ -67,20 +67,19 @@ def test_each_unit_starts_from_the_seed(tmp_path):
 
 
 def test_edit_eligibility_follows_the_filters():
-    from locedit.experiment.runner import Experiment
+    from locedit.experiment.worker import edit_eligible
 
     cfg = parse_config({"model": {"name": "tiny:llama"}})
-    exp = Experiment(cfg, None, None)
     known = {"case_id": 3, "is_correct": True, "passes_erasure_filter": False}
-    assert exp.edit_eligible(known, "rome", "error-injection")
-    assert not exp.edit_eligible(known, "rome", "fact-erasure")
-    assert not exp.edit_eligible({**known, "is_correct": False}, "rome", "error-injection")
-    assert not exp.edit_eligible({**known, "case_id": 1531}, "ft-1", "error-injection")
-    assert not exp.edit_eligible({**known, "case_id": 1517}, "memit", "error-injection")
-    assert not exp.edit_eligible({**known, "case_id": 1517}, "rome", "tracing-reversal")
-    assert exp.edit_eligible({**known, "case_id": 1517}, "rome", "error-injection")
-    lenient = Experiment(parse_config({"data": {"correctness_filter": False, "compat_skips": False}}), None, None)
-    assert lenient.edit_eligible({**known, "case_id": 1531, "is_correct": False}, "rome", "error-injection")
+    assert edit_eligible(cfg, known, "rome", "error-injection")
+    assert not edit_eligible(cfg, known, "rome", "fact-erasure")
+    assert not edit_eligible(cfg, {**known, "is_correct": False}, "rome", "error-injection")
+    assert not edit_eligible(cfg, {**known, "case_id": 1531}, "ft-1", "error-injection")
+    assert not edit_eligible(cfg, {**known, "case_id": 1517}, "memit", "error-injection")
+    assert not edit_eligible(cfg, {**known, "case_id": 1517}, "rome", "tracing-reversal")
+    assert edit_eligible(cfg, {**known, "case_id": 1517}, "rome", "error-injection")
+    lenient = parse_config({"data": {"correctness_filter": False, "compat_skips": False}})
+    assert edit_eligible(lenient, {**known, "case_id": 1531, "is_correct": False}, "rome", "error-injection")
 
 
 def test_a_sweep_abort_stops_the_sweep_and_keeps_completed_units(tmp_path):
