@@ -68,10 +68,14 @@ def executor_for(backend: str, **options: Any) -> Executor:
     if backend == "local":
         if any(v is not None for v in options.values()):
             given = ", ".join(k for k, v in options.items() if v is not None)
-            raise ValueError(f"{given}: only for --backend ray")
+            raise ValueError(f"{given.replace('_', '-')}: only for the ray backend (--backend ray)")
         return LocalExecutor()
     if backend == "ray":
         # deferred: Ray is an optional dependency, imported only when this backend is chosen
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RuntimeError("the ray backend needs Ray: pip install 'locedit[ray]'") from None
         from locedit.experiment.ray_backend import RayExecutor
 
         return RayExecutor(**options)

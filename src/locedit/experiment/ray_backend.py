@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -55,12 +56,23 @@ def connect(address: str | None) -> bool:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
         return True
     try:
+        _check_reachable(address)
         ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RayBackendError(f"cannot reach a Ray cluster at --address {address} ({first}); start one with "
+    except (OSError, RuntimeError, ValueError) as err:
+        raise RayBackendError(f"cannot reach a Ray cluster at --address {address} ({_cause(err)}); start one with "
                               "`ray start --head` or check the address") from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise OSError unless HOST:PORT (or ray://HOST:PORT) accepts a TCP connection; Ray itself retries an
+    unreachable address for minutes. 'auto' is left to Ray (it fails at once when no cluster runs here)."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected auto, HOST:PORT or ray://HOST:PORT")
+    socket.create_connection((host, int(port)), timeout=timeout).close()
 
 
 class SweepActor:
@@ -107,6 +119,7 @@ class RayExecutor:
         self._pids: dict[Any, Any] = {}
         self._running: dict[Any, tuple[WorkItem, int, Any]] = {}
         self._cfg: ExperimentConfig | None = None
+        self.replaced = 0  # workers that died and were replaced
 
     def _fitting_workers(self) -> int:
         resources = ray.cluster_resources()
@@ -132,6 +145,7 @@ class RayExecutor:
         self._pids.pop(actor, None)
         new = self._spawn()
         self.actors[self.actors.index(actor)] = new
+        self.replaced += 1
         return new
 
     def start(self, cfg: ExperimentConfig) -> None:
