@@ -17,6 +17,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from typer.testing import CliRunner  # noqa: E402
+
+from locedit.cli.main import app  # noqa: E402
 from locedit.data.fact import Fact  # noqa: E402
 from locedit.experiment.config import dump_toml, parse_config  # noqa: E402
 from locedit.experiment.executors import LocalExecutor  # noqa: E402
@@ -146,23 +149,21 @@ def test_a_killed_driver_resumes_with_the_same_command(config, local_run, tmp_pa
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--workers", "0"], "--workers must be >= 1"),
-    (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at --address 127.0.0.1:1"),
+    (["--backend", "ray", "--workers", "0"], "--workers must be >= 1"),
+    (["--backend", "ray", "--threads-per-worker", "0"], "--threads-per-worker must be >= 1"),
+    (["--backend", "ray", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at --address 127.0.0.1:1"),
     (["--backend", "local", "--workers", "2"], "only for the ray backend"),
     (["--backend", "spark"], "unknown --backend 'spark'"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
 ])
 def test_bad_backend_input_fails_in_one_line_before_model_work(config, tmp_path, flags, message):
-    cmd = [sys.executable, "-m", "locedit.cli.main", "run", str(config), "--out", str(tmp_path / "run")]
-    if "--backend" not in flags:
-        flags = ["--backend", "ray", *flags]
-    proc = subprocess.run(cmd + flags, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_without_ray_the_backend_names_the_extra(config, tmp_path):
-    code = ("import sys; sys.modules['ray'] = None; from locedit.cli.main import main; "
-            f"sys.argv = ['locedit', 'run', {str(config)!r}, '--backend', 'ray']; main()")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "pip install 'locedit[ray]'" in proc.stderr, proc.stderr
+def test_without_ray_the_backend_names_the_extra(config, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), "--backend", "ray"])
+    assert result.exit_code == 2 and "pip install 'locedit[ray]'" in result.stderr, result.stderr

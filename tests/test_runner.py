@@ -93,3 +93,27 @@ def test_a_sweep_abort_stops_the_sweep_and_keeps_completed_units(tmp_path):
         with pytest.raises(SweepAbort):
             run_units(store, units, seed=0)
         assert store.completed_units() == {"u0", "u1"}
+
+
+def test_grouped_edits_give_the_results_of_one_edit_at_a_time(tmp_path, one_thread):
+    """Every edit starts from the seed, so handing edits out in groups changes nothing, bit for bit."""
+    import json
+
+    from locedit.experiment.runner import run_experiment
+    from test_resume_kill import FACTS, assert_tables_equal, exact_tables
+
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps([f.to_dict() for f in FACTS]))
+    fast = {"rome": {"v_num_grad_steps": 3}, "ft-1": {"num_steps": 3}}
+    runs = {}
+    for batch_size in (1, 3):
+        cfg = parse_config({"name": "grouped", "model": {"name": "tiny:llama"},
+                            "data": {"source": str(facts), "correctness_filter": False},
+                            "localize": {"enabled": False},
+                            "edit": {"methods": list(fast), "problems": ["error-injection", "tracing-reversal"],
+                                     "layers": [1, 4], "essence": False, "batch_size": batch_size, "hparams": fast},
+                            "stats": {"n_tokens": 2000}, "analysis": {"analyze": False, "report": False}})
+        runs[batch_size] = tmp_path / f"batch{batch_size}"
+        result = run_experiment(cfg, runs[batch_size], progress=False)
+        assert (result.editing.done, result.editing.failed) == (len(FACTS) * 2 * 2 * 2, 0)
+    assert_tables_equal(exact_tables(runs[1]), exact_tables(runs[3]))

@@ -75,7 +75,7 @@ def executor_for(backend: str, **options: Any) -> Executor:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise RuntimeError("the ray backend needs Ray: pip install 'locedit[ray]'") from None
+            raise RuntimeError("the ray backend needs Ray: pip install 'locedit[ray]' (make setup installs it)") from None
         from locedit.experiment.ray_backend import RayExecutor
 
         return RayExecutor(**options)

@@ -48,18 +48,21 @@ class RayBackendError(RuntimeError):
 
 def connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` ('auto', 'HOST:PORT' or 'ray://HOST:PORT'), or start a local instance
-    sized to this machine; returns whether this call connected (False: Ray was already initialised here)."""
-    if ray.is_initialized():
-        return False
-    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if address is None:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
-        return True
+    sized to this machine; returns whether this call connected. A process where Ray is already initialised
+    (e.g. a test session) keeps its instance; an explicit ``address`` must still be reachable."""
     try:
-        _check_reachable(address)
-        ray.init(address=address, **quiet)
+        if address is not None:
+            _check_reachable(address)
+        if ray.is_initialized():
+            return False
+        quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if address is None:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
     except (OSError, RuntimeError, ValueError) as err:
-        raise RayBackendError(f"cannot reach a Ray cluster at --address {address} ({_cause(err)}); start one with "
+        where = f"at --address {address}" if address else "on this machine"
+        raise RayBackendError(f"cannot reach a Ray cluster {where} ({_cause(err)}); start one with "
                               "`ray start --head` or check the address") from None
     return True
 
