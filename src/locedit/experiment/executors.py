@@ -14,6 +14,7 @@ from typing import Any
 
 from locedit.data.fact import Fact
 from locedit.experiment.config import ExperimentConfig
+from locedit.experiment.ray_backend import RayExecutor
 from locedit.experiment.sweep import Executor
 from locedit.experiment.work import UnitResult, WorkItem
 from locedit.experiment.worker import Experiment, load_configured_model
@@ -63,7 +64,8 @@ class LocalExecutor:
 def executor_for(backend: str, **options: Any) -> Executor:
     """The executor of ``backend`` ('local' or 'ray'); ``options`` go to the Ray executor (address, workers, ...).
 
-    Connecting to Ray happens here, so a missing Ray or an unreachable cluster is reported before any model work.
+    Connecting to Ray happens here (Ray is imported only then), so a missing Ray or an unreachable cluster is
+    reported before any model work.
     """
     if backend == "local":
         if any(v is not None for v in options.values()):
@@ -71,12 +73,5 @@ def executor_for(backend: str, **options: Any) -> Executor:
             raise ValueError(f"{given.replace('_', '-')}: only for the ray backend (--backend ray)")
         return LocalExecutor()
     if backend == "ray":
-        # deferred: Ray is an optional dependency, imported only when this backend is chosen
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise RuntimeError("the ray backend needs Ray: pip install 'locedit[ray]' (make setup installs it)") from None
-        from locedit.experiment.ray_backend import RayExecutor
-
         return RayExecutor(**options)
     raise ValueError(f"unknown backend {backend!r}; use local or ray")

@@ -21,6 +21,7 @@ as failed by the driver, not retried). A killed driver takes its actors with it;
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -28,9 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import ray
 import torch
-from ray.exceptions import RayActorError, RayTaskError
 
 from locedit.data.fact import Fact
 from locedit.experiment.config import ExperimentConfig
@@ -43,13 +42,24 @@ _PER_PROCESS_ENV = (KILL_ENV, LOG_ENV)  # crash-test settings of the driver, nev
 
 
 class RayBackendError(RuntimeError):
-    """Ray cannot be used as asked: an unreachable cluster, bad sizes, workers that fail to start."""
+    """Ray cannot be used as asked: not installed, an unreachable cluster, bad sizes, workers that fail to start."""
+
+
+def _ray() -> Any:
+    """The ``ray`` module, imported on first use: the local backend never pays for it, nor needs it installed."""
+    try:
+        import ray  # deferred: optional (locedit[ray]) and heavy, only this backend needs it
+        import ray.exceptions  # noqa: F401 - deferred with ray, for the worker and task errors
+    except ImportError:
+        raise RayBackendError("the ray backend needs Ray: pip install 'locedit[ray]' (make setup installs it)") from None
+    return ray
 
 
 def connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` ('auto', 'HOST:PORT' or 'ray://HOST:PORT'), or start a local instance
     sized to this machine; returns whether this call connected. A process where Ray is already initialised
     (e.g. a test session) keeps its instance; an explicit ``address`` must still be reachable."""
+    ray = _ray()
     try:
         if address is not None:
             _check_reachable(address)
@@ -96,7 +106,10 @@ class SweepActor:
         return self.experiment.run_item(item)
 
 
-RemoteSweepActor = ray.remote(SweepActor)
+@functools.cache
+def _remote_actor() -> Any:
+    """:class:`SweepActor` as a Ray actor class (made once per process)."""
+    return _ray().remote(SweepActor)
 
 
 class RayExecutor:
@@ -109,6 +122,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
                  threads_per_worker: int | None = None, max_retries: int = MAX_RETRIES):
+        self.ray = _ray()
         for flag, value, low in (("--workers", workers, 1), ("--threads-per-worker", threads_per_worker, 1),
                                  ("--gpus-per-worker", gpus_per_worker, 0)):
             if value is not None and value < low:
@@ -125,7 +139,7 @@ class RayExecutor:
         self.replaced = 0  # workers that died and were replaced
 
     def _fitting_workers(self) -> int:
-        resources = ray.cluster_resources()
+        resources = self.ray.cluster_resources()
         n = int(resources.get("CPU", 1) // self.threads)
         if self.gpus:
             n = min(n, int(resources.get("GPU", 0) // self.gpus))
@@ -138,13 +152,13 @@ class RayExecutor:
     # -- workers
     def _spawn(self) -> Any:
         env = {k: v for k, v in os.environ.items() if k.startswith("LOCEDIT_") and k not in _PER_PROCESS_ENV}
-        actor = RemoteSweepActor.options(num_cpus=self.threads, num_gpus=self.gpus, max_restarts=0,
+        actor = _remote_actor().options(num_cpus=self.threads, num_gpus=self.gpus, max_restarts=0,
                                          runtime_env={"env_vars": env}).remote(self._cfg, self.threads)
         self._pids[actor] = actor.pid.remote()  # answered once the model is loaded
         return actor
 
     def _replace(self, actor: Any) -> Any:
-        ray.kill(actor, no_restart=True)
+        self.ray.kill(actor, no_restart=True)
         self._pids.pop(actor, None)
         new = self._spawn()
         self.actors[self.actors.index(actor)] = new
@@ -157,13 +171,13 @@ class RayExecutor:
         self.actors = [self._spawn() for _ in range(self.n_workers)]
         try:
             self.worker_pids()
-        except RayActorError as err:
+        except self.ray.exceptions.RayActorError as err:
             self.close()
             raise RayBackendError(f"a Ray worker could not load {cfg.model.name}: {_cause(err)}") from None
 
     def worker_pids(self) -> list[int]:
         """The process id of every current worker (waits for workers still loading the model)."""
-        return ray.get([self._pids[a] for a in self.actors])
+        return self.ray.get([self._pids[a] for a in self.actors])
 
     # -- work
     def prefilter(self, facts: Sequence[Fact], progress: Callable[[int], None] | None = None) -> None:
@@ -171,9 +185,23 @@ class RayExecutor:
 
     def prepare_edits(self) -> dict[str, Any]:
         """Key statistics on one worker first (workers on its machine then read them from the disk cache),
-        then on the others at once; the first worker's record goes to the manifest."""
-        info = ray.get(self.actors[0].prepare_edits.remote())
-        ray.get([a.prepare_edits.remote() for a in self.actors[1:]])
+        then on the others at once; the first worker's record goes to the manifest. A worker that dies here is
+        replaced (the new one prepares before its first edit)."""
+        info = None
+        for _ in range(self.max_retries + 1):
+            actor = self.actors[0]
+            try:
+                info = _get(actor.prepare_edits.remote())
+                break
+            except self.ray.exceptions.RayActorError:
+                self._replace(actor)
+        if info is None:
+            raise RayBackendError("the Ray workers died while computing the key statistics")
+        for actor, ref in [(a, a.prepare_edits.remote()) for a in self.actors]:
+            try:
+                _get(ref)
+            except self.ray.exceptions.RayActorError:
+                self._replace(actor)
         return info
 
     def results(self, items: Sequence[WorkItem]) -> Iterator[list[UnitResult]]:
@@ -184,13 +212,11 @@ class RayExecutor:
                 item, retries = queue.popleft()
                 actor = idle.pop()
                 self._running[actor.run_item.remote(item)] = (item, retries, actor)
-            [ref], _ = ray.wait(list(self._running), num_returns=1)
+            [ref], _ = self.ray.wait(list(self._running), num_returns=1)
             item, retries, actor = self._running.pop(ref)
             try:
-                results = ray.get(ref)
-            except RayTaskError as err:  # not a unit's failure (those are results): stop, as the local backend does
-                raise err.as_instanceof_cause() from None
-            except RayActorError as err:
+                results = _get(ref)  # an error here is not a unit's failure (those are results): it stops the run
+            except self.ray.exceptions.RayActorError as err:
                 idle.append(self._replace(actor))
                 if retries < self.max_retries:
                     queue.appendleft((item, retries + 1))
@@ -209,11 +235,21 @@ class RayExecutor:
     def close(self) -> None:
         """Stop the workers, and Ray itself when this executor started or joined it."""
         for actor in self.actors:
-            ray.kill(actor, no_restart=True)
+            self.ray.kill(actor, no_restart=True)
         self.actors, self._pids, self._running = [], {}, {}
         if self._connected:
-            ray.shutdown()
+            self.ray.shutdown()
             self._connected = False
+
+
+def _get(ref: Any) -> Any:
+    """``ray.get(ref)``; an exception raised in the worker is raised here as itself (e.g. :class:`SweepAbort`),
+    as the local backend would raise it."""
+    ray = _ray()
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        raise (err.cause if isinstance(err.cause, Exception) else err) from None
 
 
 def _cause(err: BaseException) -> str:

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,13 +24,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from locedit.data.fact import Fact
+from locedit.experiment.config import ExperimentConfig
 from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.store import Store, StoreWriteError
 from locedit.experiment.work import Rows, UnitResult, WorkItem
-
-if TYPE_CHECKING:
-    from locedit.data.fact import Fact
-    from locedit.experiment.config import ExperimentConfig
 
 
 class SweepAbort(RuntimeError):
