@@ -117,3 +117,11 @@ def test_grouped_edits_give_the_results_of_one_edit_at_a_time(tmp_path, one_thre
         result = run_experiment(cfg, runs[batch_size], progress=False)
         assert (result.editing.done, result.editing.failed) == (len(FACTS) * 2 * 2 * 2, 0)
     assert_tables_equal(exact_tables(runs[1]), exact_tables(runs[3]))
+
+
+def test_the_backend_and_batch_size_are_not_part_of_the_config_hash():
+    plain = parse_config({"model": {"name": "tiny:llama"}})
+    on_ray = parse_config({"model": {"name": "tiny:llama"}, "run": {"backend": "ray"}, "edit": {"batch_size": 1}})
+    assert (on_ray.run.backend, on_ray.edit.batch_size) == ("ray", 1)
+    assert on_ray.hash() == plain.hash()
+    assert parse_config({"model": {"name": "tiny:llama"}, "edit": {"layers": [1]}}).hash() != plain.hash()
