@@ -13,7 +13,8 @@ from locedit.experiment.config import (ConfigError, ExperimentConfig, dump_toml,
                                        tiny_family)
 from locedit.experiment.demo import demo_config
 from locedit.experiment.manifest import RunDirError, check_run_dir, new_manifest, write_manifest
-from locedit.experiment.runner import check_layers, hparam_overrides, preflight
+from locedit.experiment.runner import check_layers, preflight
+from locedit.experiment.worker import hparam_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

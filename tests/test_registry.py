@@ -24,7 +24,7 @@ from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
 from locedit.evaluate.metrics import METRICS, Metric
 from locedit.experiment.config import ConfigError, parse_config
-from locedit.experiment.runner import hparam_overrides, memory_skipped
+from locedit.experiment.worker import hparam_overrides, memory_skipped
 from locedit.registry import Registry, lookup_key
 
 runner = CliRunner()

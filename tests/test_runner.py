@@ -67,20 +67,19 @@ def test_each_unit_starts_from_the_seed(tmp_path):
 
 
 def test_edit_eligibility_follows_the_filters():
-    from locedit.experiment.runner import Experiment
+    from locedit.experiment.worker import edit_eligible
 
     cfg = parse_config({"model": {"name": "tiny:llama"}})
-    exp = Experiment(cfg, None, None)
     known = {"case_id": 3, "is_correct": True, "passes_erasure_filter": False}
-    assert exp.edit_eligible(known, "rome", "error-injection")
-    assert not exp.edit_eligible(known, "rome", "fact-erasure")
-    assert not exp.edit_eligible({**known, "is_correct": False}, "rome", "error-injection")
-    assert not exp.edit_eligible({**known, "case_id": 1531}, "ft-1", "error-injection")
-    assert not exp.edit_eligible({**known, "case_id": 1517}, "memit", "error-injection")
-    assert not exp.edit_eligible({**known, "case_id": 1517}, "rome", "tracing-reversal")
-    assert exp.edit_eligible({**known, "case_id": 1517}, "rome", "error-injection")
-    lenient = Experiment(parse_config({"data": {"correctness_filter": False, "compat_skips": False}}), None, None)
-    assert lenient.edit_eligible({**known, "case_id": 1531, "is_correct": False}, "rome", "error-injection")
+    assert edit_eligible(cfg, known, "rome", "error-injection")
+    assert not edit_eligible(cfg, known, "rome", "fact-erasure")
+    assert not edit_eligible(cfg, {**known, "is_correct": False}, "rome", "error-injection")
+    assert not edit_eligible(cfg, {**known, "case_id": 1531}, "ft-1", "error-injection")
+    assert not edit_eligible(cfg, {**known, "case_id": 1517}, "memit", "error-injection")
+    assert not edit_eligible(cfg, {**known, "case_id": 1517}, "rome", "tracing-reversal")
+    assert edit_eligible(cfg, {**known, "case_id": 1517}, "rome", "error-injection")
+    lenient = parse_config({"data": {"correctness_filter": False, "compat_skips": False}})
+    assert edit_eligible(lenient, {**known, "case_id": 1531, "is_correct": False}, "rome", "error-injection")
 
 
 def test_a_sweep_abort_stops_the_sweep_and_keeps_completed_units(tmp_path):
@@ -94,3 +93,35 @@ def test_a_sweep_abort_stops_the_sweep_and_keeps_completed_units(tmp_path):
         with pytest.raises(SweepAbort):
             run_units(store, units, seed=0)
         assert store.completed_units() == {"u0", "u1"}
+
+
+def test_grouped_edits_give_the_results_of_one_edit_at_a_time(tmp_path, one_thread):
+    """Every edit starts from the seed, so handing edits out in groups changes nothing, bit for bit."""
+    import json
+
+    from locedit.experiment.runner import run_experiment
+    from test_resume_kill import FACTS, assert_tables_equal, exact_tables
+
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps([f.to_dict() for f in FACTS]))
+    fast = {"rome": {"v_num_grad_steps": 3}, "ft-1": {"num_steps": 3}}
+    runs = {}
+    for batch_size in (1, 3):
+        cfg = parse_config({"name": "grouped", "model": {"name": "tiny:llama"},
+                            "data": {"source": str(facts), "correctness_filter": False},
+                            "localize": {"enabled": False},
+                            "edit": {"methods": list(fast), "problems": ["error-injection", "tracing-reversal"],
+                                     "layers": [1, 4], "essence": False, "batch_size": batch_size, "hparams": fast},
+                            "stats": {"n_tokens": 2000}, "analysis": {"analyze": False, "report": False}})
+        runs[batch_size] = tmp_path / f"batch{batch_size}"
+        result = run_experiment(cfg, runs[batch_size], progress=False)
+        assert (result.editing.done, result.editing.failed) == (len(FACTS) * 2 * 2 * 2, 0)
+    assert_tables_equal(exact_tables(runs[1]), exact_tables(runs[3]))
+
+
+def test_the_backend_and_batch_size_are_not_part_of_the_config_hash():
+    plain = parse_config({"model": {"name": "tiny:llama"}})
+    on_ray = parse_config({"model": {"name": "tiny:llama"}, "run": {"backend": "ray"}, "edit": {"batch_size": 1}})
+    assert (on_ray.run.backend, on_ray.edit.batch_size) == ("ray", 1)
+    assert on_ray.hash() == plain.hash()
+    assert parse_config({"model": {"name": "tiny:llama"}, "edit": {"layers": [1]}}).hash() != plain.hash()

@@ -7,16 +7,32 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from locedit.cli.common import JsonOpt, check_input, check_output_dir, cli_errors, console, print_json
+from locedit.cli.common import (CliError, JsonOpt, check_input, check_output_dir, check_range, cli_errors, console,
+                                 print_json)
 
 if TYPE_CHECKING:
     from locedit.experiment.config import ExperimentConfig
     from locedit.experiment.runner import RunResult
+    from locedit.experiment.sweep import Executor
 
 OutOpt = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>-<config hash>).")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Hide the progress bar.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice). "
                           "On a busy machine fewer threads than cores is often much faster.")
+
+
+BackendOpt = typer.Option(None, "--backend", help="Where units run: local (this process) or ray (Ray actors; "
+                          "pip install 'locedit[ray]'). Default: the config's run.backend, else local.")
+AddressOpt = typer.Option(None, "--address", help="Ray only: the cluster to join, auto | HOST:PORT | "
+                          "ray://HOST:PORT (default: start a local Ray instance sized to this machine).")
+WorkersOpt = typer.Option(None, "--workers", help="Ray only: worker actors, each loads the model once "
+                          "(default: as many as the cluster's CPUs / --threads-per-worker allow).")
+GpusOpt = typer.Option(None, "--gpus-per-worker", help="Ray only: GPUs reserved per worker (set model.device = "
+                       "'cuda' in the config); default 0.")
+WorkerThreadsOpt = typer.Option(None, "--threads-per-worker", help="Ray only: torch CPU threads (and CPUs "
+                                "reserved) per worker; default 1.")
+BatchOpt = typer.Option(None, "--batch-size", help="Edits of one (method, problem, layer) handed out at once "
+                        "(default: the config's edit.batch_size); does not change the results.")
 
 
 def _set_threads(threads: Optional[int]) -> None:
@@ -52,12 +68,13 @@ def _report(result, as_json: bool) -> None:
     typer.echo(str(result.report) if result.report else str(result.run_dir))
 
 
-def _run_and_analyze(cfg: ExperimentConfig, out: Optional[Path], progress: bool) -> RunResult:
+def _run_and_analyze(cfg: ExperimentConfig, out: Optional[Path], progress: bool,
+                     executor: Optional[Executor] = None) -> RunResult:
     """The sweep, then (when the config asks) its analysis and report; the run's result with the report path."""
     from locedit.analysis import analyze_run
     from locedit.experiment.runner import run_experiment
 
-    result = run_experiment(cfg, out, console=console, progress=progress)
+    result = run_experiment(cfg, out, console=console, progress=progress, executor=executor)
     if cfg.analysis.analyze or cfg.analysis.report:
         with console.status("analysis and report ..."):
             result.report, result.analysis_error = analyze_run(result.run_dir, report=cfg.analysis.report)
@@ -70,21 +87,36 @@ def run(
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
     threads: Optional[int] = ThreadsOpt,
+    backend: Optional[str] = BackendOpt,
+    address: Optional[str] = AddressOpt,
+    workers: Optional[int] = WorkersOpt,
+    gpus_per_worker: Optional[float] = GpusOpt,
+    threads_per_worker: Optional[int] = WorkerThreadsOpt,
+    batch_size: Optional[int] = BatchOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Trace every selected fact, then run every (fact, method, problem, layer) edit; resumable.
 
     Results go to RUN_DIR/results.sqlite beside RUN_DIR/manifest.json. Running the same command again
-    skips completed units and retries failed ones.
+    skips completed units and retries failed ones, on any backend.
     """
-    from locedit.experiment.config import load_config
+    from locedit.experiment.config import BACKENDS, load_config
+    from locedit.experiment.executors import executor_for
 
     check_input("CONFIG", config, folder_ok=False)
     if out is not None:
         check_output_dir("--out", out)
+    if backend is not None and backend not in BACKENDS:
+        raise CliError(f"unknown --backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    check_range("--batch-size", batch_size, low=1)
     cfg = load_config(config)
+    backend = backend or cfg.run.backend
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"backend": backend}),
+                                 "edit": cfg.edit.model_copy(update={"batch_size": batch_size or cfg.edit.batch_size})})
+    executor = executor_for(backend, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                            threads_per_worker=threads_per_worker)
     _set_threads(threads)
-    _report(_run_and_analyze(cfg, out, not no_progress), as_json)
+    _report(_run_and_analyze(cfg, out, not no_progress, executor), as_json)
 
 
 @cli_errors

@@ -12,7 +12,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -96,6 +96,8 @@ class EditConfig(_Strict):
     ff_noise_mode: Literal["compat", "fixed"] = "compat"
     essence: bool = Field(True, description="compute the essence score (sampled texts, perplexity drift)")
     average_prompts: bool = Field(False, description="average all paraphrase/neighbor prompts (paper) vs first (code)")
+    batch_size: int = Field(8, ge=1, description="edits of one (method, problem, layer) handed to a worker at once; "
+                            "not part of the config hash (every edit is reseeded, so grouping does not change results)")
 
     @field_validator("methods")
     @classmethod
@@ -164,6 +166,16 @@ class SeedsConfig(_Strict):
     editing: int = 0
 
 
+Backend = Literal["local", "ray"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+class RunConfig(_Strict):
+    """Where the sweep runs; not part of the config hash (the results do not depend on it)."""
+
+    backend: Backend = Field("local", description="local: this process; ray: Ray actors (locedit[ray])")
+
+
 class AnalysisConfig(_Strict):
     """What to do after the sweep."""
 
@@ -182,10 +194,13 @@ class ExperimentConfig(_Strict):
     stats: StatsConfig = StatsConfig()
     seeds: SeedsConfig = SeedsConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    run: RunConfig = RunConfig()
 
     def canonical_json(self) -> str:
-        """Sorted-key compact JSON of the fully resolved config: the input of :meth:`hash`."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Sorted-key compact JSON of the fully resolved config without its execution settings
+        (:data:`EXECUTION_FIELDS`): the input of :meth:`hash`."""
+        return json.dumps(self.model_dump(mode="json", exclude=EXECUTION_FIELDS), sort_keys=True,
+                          separators=(",", ":"))
 
     def hash(self) -> str:
         """sha256 hex digest of :meth:`canonical_json`; identifies the run."""
@@ -193,6 +208,10 @@ class ExperimentConfig(_Strict):
 
     def short_hash(self) -> str:
         return self.hash()[:10]
+
+
+# How a sweep is executed, not what it computes: left out of the hash, so a run resumes under another backend.
+EXECUTION_FIELDS: dict[str, Any] = {"run": True, "edit": {"batch_size"}}
 
 
 def parse_config(data: dict[str, Any], origin: str = "config") -> ExperimentConfig:

@@ -1,8 +1,11 @@
 """The resumable sweep engine: run named units, one transaction each, skipping the completed ones.
 
-A :class:`Unit` is a name and a function returning its result rows. :func:`run_units` seeds every RNG
-at the start of each unit (so a resumed run reproduces an uninterrupted one), writes each unit's rows
-atomically, records a failing unit with its error and goes on, and shows units done, rate and ETA.
+The driver's side of every sweep: each unit's rows are written atomically in its own transaction, a failing
+unit is recorded once with its error and the sweep goes on, and a progress bar shows units done, failed, in
+flight, rate and ETA. :func:`run_items` takes its units' results from an executor
+(:mod:`locedit.experiment.executors`: this process, or Ray actors); :func:`run_units` runs in-process
+:class:`Unit` closures. Every unit starts from its seed (:func:`seed_everything`), so a resumed run
+reproduces an uninterrupted one, whichever process computed each unit.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,10 +24,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from locedit.data.fact import Fact
+from locedit.experiment.config import ExperimentConfig
 from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.store import Store, StoreWriteError
-
-Rows = Mapping[str, Iterable[Mapping[str, Any]]]
+from locedit.experiment.work import Rows, UnitResult, WorkItem
 
 
 class SweepAbort(RuntimeError):
@@ -86,41 +90,112 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:.2f} u/s" if speed >= 1 else f"{1 / speed:.1f} s/u", style="progress.data.speed")
 
 
+class _StateColumn(ProgressColumn):
+    """Failed units and units in flight (a callable field, read at every refresh), when there are any."""
+
+    def render(self, task: Task) -> Text:
+        failed = task.fields.get("failed", 0)
+        in_flight = task.fields.get("in_flight", 0)
+        in_flight = in_flight() if callable(in_flight) else in_flight
+        parts = [f"{failed} failed"] if failed else []
+        parts += [f"{in_flight} in flight"] if in_flight and not task.finished else []
+        return Text(", ".join(parts), style="yellow" if failed else "progress.data.speed")
+
+
 def progress_bar(console: Console | None = None, disable: bool = False) -> Progress:
-    """A rich progress bar on stderr: description, bar, done/total, rate, elapsed, ETA."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    """A rich progress bar on stderr: description, bar, done/total, failed and in flight, rate, elapsed, ETA."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _StateColumn(),
+                    _RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                     console=console or Console(stderr=True), disable=disable)
+
+
+class Executor(Protocol):
+    """Turns work items into unit results; the local process or a pool of workers (one class per backend)."""
+
+    name: str
+
+    def start(self, cfg: ExperimentConfig) -> None:
+        """Load the configured model wherever the work runs."""
+
+    def prefilter(self, facts: Sequence[Fact], progress: Callable[[int], None] | None = None) -> None:
+        """Run the knowledge filters of ``facts`` ahead of their trace units, where that saves time."""
+
+    def prepare_edits(self) -> dict[str, Any]:
+        """Prepare every worker for edits (key statistics); what to record in the manifest."""
+
+    def results(self, items: Sequence[WorkItem]) -> Iterator[list[UnitResult]]:
+        """Each item's unit results, in the order items finish."""
+
+    @property
+    def in_flight(self) -> int:
+        """Items being computed now."""
+
+    def close(self) -> None:
+        """Release the workers."""
+
+
+class _Driver:
+    """Commits unit results into the store, one transaction each, and keeps the summary and the bar."""
+
+    def __init__(self, store: Store, total: int, todo: int, label: str, progress: Progress | None,
+                 in_flight: Callable[[], int] | int = 0):
+        self.store, self.progress = store, progress
+        self.summary = SweepSummary(total=total, skipped=total - todo)
+        self.task = progress.add_task(label, total=todo, failed=0, in_flight=in_flight) if progress else None
+        self.start = time.perf_counter()
+
+    def commit(self, result: UnitResult) -> None:
+        """Write the unit's rows, or record its failure (a database that cannot be written stops the sweep)."""
+        checkpoint(f"{result.name}:computed")
+        if result.error is None:
+            self.store.write_unit(result.name, result.kind, result.case_id, result.rows or {}, result.seconds)
+            self.summary.done += 1
+        else:
+            self.store.record_failure(result.name, result.case_id, result.kind, result.error)
+            self.summary.failed += 1
+            self.summary.errors.append((result.name, result.error))
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, failed=self.summary.failed)
+
+    def finish(self) -> SweepSummary:
+        self.summary.seconds = time.perf_counter() - self.start
+        return self.summary
+
+
+def run_items(store: Store, items: Sequence[WorkItem], executor: Executor, label: str = "units",
+              progress: Progress | None = None, total: int | None = None) -> SweepSummary:
+    """Hand ``items`` (units not yet complete) to ``executor`` and commit each unit's result as it arrives.
+
+    ``total``: units of the sweep including those already complete (the summary counts them as skipped).
+    """
+    todo = sum(len(item.facts) for item in items)
+    driver = _Driver(store, todo if total is None else total, todo, label, progress,
+                     in_flight=lambda: executor.in_flight)
+    for results in executor.results(items):
+        for result in results:
+            driver.commit(result)
+    return driver.finish()
 
 
 def run_units(store: Store, units: Sequence[Unit], seed: int, label: str = "units",
               progress: Progress | None = None) -> SweepSummary:
-    """Run every unit not yet complete in ``store``; a failing unit is recorded and the sweep goes on.
+    """Run every unit not yet complete in ``store``, in this process; a failing unit is recorded and the sweep
+    goes on.
 
     A database that cannot be written (:class:`StoreWriteError`) stops the sweep: nothing could be recorded.
     """
     completed = store.completed_units()
     todo = [u for u in units if u.name not in completed]
-    summary = SweepSummary(total=len(units), skipped=len(units) - len(todo))
-    task = progress.add_task(label, total=len(todo)) if progress is not None else None
-    start = time.perf_counter()
+    driver = _Driver(store, len(units), len(todo), label, progress, in_flight=1)
     for unit in todo:
         t0 = time.perf_counter()
         seed_everything(seed)
         checkpoint(f"{unit.name}:start")
         try:
-            rows = unit.work()
-            checkpoint(f"{unit.name}:computed")
-            store.write_unit(unit.name, unit.kind, unit.case_id, rows, time.perf_counter() - t0)
-            summary.done += 1
+            result = UnitResult(unit.name, unit.kind, unit.case_id, 0.0, rows=unit.work())
         except (SweepAbort, StoreWriteError):
             raise
         except Exception as err:  # noqa: BLE001 - a failing unit is recorded, counted and retried next run
-            message = error_line(err)
-            store.record_failure(unit.name, unit.case_id, unit.kind, message)
-            summary.failed += 1
-            summary.errors.append((unit.name, message))
-        if task is not None:
-            progress.advance(task)
-    summary.seconds = time.perf_counter() - start
-    return summary
+            result = UnitResult(unit.name, unit.kind, unit.case_id, 0.0, error=error_line(err))
+        driver.commit(replace(result, seconds=time.perf_counter() - t0))
+    return driver.finish()
