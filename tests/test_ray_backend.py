@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -25,7 +24,7 @@ from locedit.experiment.config import dump_toml, parse_config  # noqa: E402
 from locedit.experiment.executors import LocalExecutor  # noqa: E402
 from locedit.experiment.ray_backend import RayExecutor  # noqa: E402
 from locedit.experiment.runner import run_experiment  # noqa: E402
-from test_resume_kill import FACTS, assert_consistent, exact_tables, n_units  # noqa: E402
+from test_resume_kill import FACTS, assert_consistent, assert_tables_equal, exact_tables, n_units  # noqa: E402
 
 # a prompt longer than the tiny model's context of 512 tokens: its trace unit fails, wherever it runs
 BAD_FACT = Fact(3, "Paris", "Paris " + "is a city that " * 200 + "lies in", "France", "Italy")
@@ -76,10 +75,7 @@ def _cfg(path: Path):
 
 def assert_same_results(a: Path, b: Path) -> None:
     """Same rows in every table; numbers equal to 1e-6 (timing columns excluded)."""
-    ta, tb = exact_tables(a), exact_tables(b)
-    assert ta.keys() == tb.keys()
-    for table in ta:
-        pd.testing.assert_frame_equal(ta[table], tb[table], check_exact=False, atol=1e-6, rtol=0, obj=table)
+    assert_tables_equal(exact_tables(a), exact_tables(b), atol=1e-6)
 
 
 def test_ray_backend_gives_the_local_results(config, local_run, tmp_path):

@@ -179,12 +179,13 @@ def exact_tables(run_dir: Path) -> dict:
     return out
 
 
-def assert_tables_equal(a: dict, b: dict) -> None:
+def assert_tables_equal(a: dict, b: dict, atol: float) -> None:
+    """Same rows in every table; numbers equal to ``atol`` (batched forwards of other shapes round differently)."""
     import pandas as pd
 
     assert a.keys() == b.keys()
     for table in a:
-        pd.testing.assert_frame_equal(a[table], b[table], check_exact=True, obj=table)
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=False, atol=atol, rtol=0, obj=table)
 
 
 def test_sigkill_at_many_checkpoints_loses_and_duplicates_nothing(tmp_path):
@@ -218,4 +219,5 @@ def test_sigkill_at_many_checkpoints_loses_and_duplicates_nothing(tmp_path):
     assert final.returncode == 0, final.stderr[-2000:]
     assert json.loads(final.stdout)["failed"] == 0
     assert set(assert_consistent(db)) == set(assert_consistent(tmp_path / "whole" / "results.sqlite"))
-    assert_tables_equal(exact_tables(killed), exact_tables(tmp_path / "whole"))
+    # a resumed edit group holds fewer facts than the uninterrupted one: batched forwards round differently
+    assert_tables_equal(exact_tables(killed), exact_tables(tmp_path / "whole"), atol=1e-6)

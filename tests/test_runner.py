@@ -96,7 +96,8 @@ def test_a_sweep_abort_stops_the_sweep_and_keeps_completed_units(tmp_path):
 
 
 def test_grouped_edits_give_the_results_of_one_edit_at_a_time(tmp_path, one_thread):
-    """Every edit starts from the seed, so handing edits out in groups changes nothing, bit for bit."""
+    """Every edit starts from the seed and a group is computed exactly (prefix reuse, batched δ, rank-one
+    evaluation), so handing edits out in groups changes nothing beyond float rounding."""
     import json
 
     from locedit.experiment.runner import run_experiment
@@ -116,7 +117,7 @@ def test_grouped_edits_give_the_results_of_one_edit_at_a_time(tmp_path, one_thre
         runs[batch_size] = tmp_path / f"batch{batch_size}"
         result = run_experiment(cfg, runs[batch_size], progress=False)
         assert (result.editing.done, result.editing.failed) == (len(FACTS) * 2 * 2 * 2, 0)
-    assert_tables_equal(exact_tables(runs[1]), exact_tables(runs[3]))
+    assert_tables_equal(exact_tables(runs[1]), exact_tables(runs[3]), atol=1e-6)
 
 
 def test_the_backend_and_batch_size_are_not_part_of_the_config_hash():

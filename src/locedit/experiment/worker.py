@@ -157,29 +157,21 @@ class Experiment:
     def edit_group(self, facts: list[Fact], method: str, problem: str, layer: int) -> list[Rows | Exception]:
         """The rows of each fact's edit by (method, problem, layer), or the exception that failed it.
 
-        Every edit starts from the editing seed, so the results do not depend on how edits are grouped.
+        The group is edited together (:meth:`EditSession.run_many`: batched v*/z and fine-tuning, rank-one
+        post-evaluation); every fact is prepared from the editing seed, so the results do not depend on how
+        edits are grouped beyond float rounding.
         Raises :class:`SweepAbort` if an edit did not restore the weights.
         """
         e = self.cfg.edit
         session = session_for(self.model, self.tok, noise_sigma=e.noise, o_noise_mode=e.o_noise_mode,
                               ff_noise_mode=e.ff_noise_mode, essence=e.essence, average=e.average_prompts)
         hparams = hparam_overrides(self.cfg, method, problem)
-        results = self._edit_each(session, facts, method, layer, problem, hparams, reseed=self._reseed_edit)
-        return [r if isinstance(r, Exception) else self._edit_rows(r, method, layer) for r in results]
+        checkpoint(f"{edit_unit_name(facts[0].case_id, method, problem, layer)}:start")
+        outcomes = session.run_many(facts, method, layer, problem, hparams, reseed=self._reseed_edit)
+        return [o if isinstance(o, Exception) else self._edit_rows(o.row, method, layer) for o in outcomes]
 
     def _reseed_edit(self) -> None:
         seed_everything(self.cfg.seeds.editing)
-
-    @staticmethod
-    def _edit_each(session: EditSession, facts: list[Fact], method: str, layer: int, problem: str,
-                   hparams: dict[str, Any], reseed: Callable[[], None]) -> list[EditRow | Exception]:
-        """Each fact's measured edit, one after another, calling ``reseed`` before each."""
-        results: list[EditRow | Exception] = []
-        for fact in facts:
-            reseed()
-            checkpoint(f"{edit_unit_name(fact.case_id, method, problem, layer)}:start")
-            results.append(_attempt(lambda: session.edit_and_evaluate(fact, method, layer, problem, hparams)))
-        return results
 
     @staticmethod
     def _edit_rows(row: EditRow, method: str, layer: int) -> Rows:
