@@ -42,7 +42,11 @@ def test_bench_edit_compare_through_the_cli():
     assert report["matmul_gflops_per_s"] > 0 and list(report["methods"]) == ["ft-1"]
     ft = report["methods"]["ft-1"]
     assert FIELDS <= set(ft) and ft["max_rel_diff"] is None and ft["compared"] == 2
-    assert ft["max_score_diff"] < 1e-4  # essence on: random-model perplexities magnify rounding (see benchmark.py)
+    # essence on: FT-1's batched path trains the deltas (the oracle W + Δ), so the float32 rounding of a random
+    # model's perplexity in the thousands (about 1e-7 of it) shows; test_ft_batched bounds every column to 1e-4
+    # in float64
+    ppl = ft["max_score_diff_column"] in ("essence_ppl_pre", "essence_ppl_post")
+    assert ft["max_score_diff"] < (1e-2 if ppl else 1e-4)
 
 
 def test_bench_edit_rejects_a_bad_batch():

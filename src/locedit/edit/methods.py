@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.edit.finetune import finetune
+from locedit.edit.finetune import finetune, finetune_many
 from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import TABLES, FtHparams, Hparams, MemitHparams, RomeHparams, table_key
 from locedit.edit.memit import memit, memit_many
@@ -69,8 +69,8 @@ class Method:
 
 METHODS: Registry[Method] = Registry("editing method")
 for _m in (  # paper order (Hase et al. 2023, Tables 3-6)
-        Method("ft-1", finetune, FtHparams, "FT-1", "#1f77b4", uses_stats=False, window=1),
-        Method("ft-5", finetune, FtHparams, "FT-5", "#ff7f0e", uses_stats=False, window=5),
+        Method("ft-1", finetune, FtHparams, "FT-1", "#1f77b4", uses_stats=False, window=1, compute_many=finetune_many),
+        Method("ft-5", finetune, FtHparams, "FT-5", "#ff7f0e", uses_stats=False, window=5, compute_many=finetune_many),
         Method("rome", rome, RomeHparams, "ROME", "#2ca02c", uses_stats=True, window=1, compute_many=rome_many),
         Method("memit", memit, MemitHparams, "MEMIT", "#d62728", uses_stats=True, window=5, aliases=("memit5",),
                compute_many=memit_many)):
