@@ -189,6 +189,30 @@ def test_methods_fast_equal_oracle(method, problem, overrides, tiny64, corpus_fi
                 assert rel(fast.info[key], oracle.info[key]) < TOL, key
 
 
+@pytest.mark.parametrize("n_facts", [1, 3])
+def test_memit_step_b_together_equals_each_fact_alone(n_facts, tiny64, corpus_file):
+    """MEMIT's batched step B (rank-one activation edits, one forward per window layer) gives each fact the
+    deltas, factors and gap norms of the oracle's per-fact step B on its progressively edited weights."""
+    model, tok = tiny64
+    stats = SecondMoments(model, tok, corpus_file, 1000)
+    requests = [REQUESTS[2], ERASE, REQUESTS[0]][:n_facts]
+    overrides = {**SHORT, "mom2_update_weight": 50.0}
+    results = {engine: compute_edits(model, tok, requests, "memit", 3,
+                                     resolve_hparams("memit", model, "error-injection", {**overrides, "engine": engine}),
+                                     stats)
+               for engine in ("fast", "oracle")}
+    for fast, oracle in zip(results["fast"], results["oracle"]):
+        assert len(oracle.deltas) > 1  # a window: later layers' keys see the earlier layers' updates
+        assert sorted(fast.deltas) == sorted(oracle.deltas) == sorted(fast.low_rank) == sorted(oracle.low_rank)
+        for name, delta in oracle.deltas.items():
+            assert rel(fast.deltas[name], delta) < TOL, name
+            for got, want in zip(fast.low_rank[name], oracle.low_rank[name]):
+                assert rel(got, want) < TOL, name
+        gaps = torch.tensor(fast.info["gap_norms"]), torch.tensor(oracle.info["gap_norms"])
+        assert len(gaps[0]) == len(oracle.deltas) + 1
+        assert torch.allclose(*gaps, rtol=TOL, atol=1e-7 * float(gaps[1].max()))
+
+
 def test_fact_forcing_requests_take_the_oracle_path(llama64, corpus_file):
     """Noise changes every forward, so a noised request is computed alone on the full rows, whatever the engine."""
     model, tok = llama64
