@@ -21,7 +21,8 @@ from locedit.edit.methods import compute_edits, resolve_hparams
 from locedit.edit.request import EditRequest
 from locedit.edit.rome import rome_schedule
 from locedit.edit.stats import SecondMoments
-from locedit.edit.target_value import DeltaSchedule, optimize_target_value, optimize_target_values
+from locedit.edit.target_value import (DeltaSchedule, optimize_target_value, optimize_target_values,
+                                      suffix_width_groups)
 from locedit.edit.templates import memit_templates, rome_templates
 from locedit.models import TINY_FAMILIES, family_for, intervene, tiny
 from locedit.models.prefix import SuffixForward, aligned_batch
@@ -130,6 +131,25 @@ def test_batched_deltas_equal_each_fact_alone(tiny64):
         fast = optimize_target_values(model, tok, requests, site, contexts, SCHEDULE)
         for request, got in zip(requests, fast):
             assert_same_target(got, oracle_of(model, tok, request, site, contexts, SCHEDULE))
+
+
+def test_results_do_not_depend_on_the_batching(llama64):
+    """Facts of different suffix widths run in one batch per width; each fact's δ is the same batched with
+    any others, in any order, or alone."""
+    model, tok = llama64
+    site = family_for(model).site("mlp_down_output", 2)
+    contexts = rome_templates(model, tok)[:4]
+    requests = [*REQUESTS, ERASE]
+    groups = suffix_width_groups(tok, requests, contexts)
+    assert len(groups) > 1 and sorted(i for g in groups for i in g) == list(range(len(requests)))
+    for group in groups:
+        assert len(suffix_width_groups(tok, [requests[i] for i in group], contexts)) == 1
+    together = optimize_target_values(model, tok, requests, site, contexts, SCHEDULE)
+    reversed_ = optimize_target_values(model, tok, requests[::-1], site, contexts, SCHEDULE)[::-1]
+    for i, request in enumerate(requests):
+        [alone] = optimize_target_values(model, tok, [request], site, contexts, SCHEDULE)
+        assert_same_target(together[i], alone)
+        assert_same_target(reversed_[i], alone)
 
 
 def test_a_fact_that_stops_early_keeps_its_delta(llama64):
