@@ -16,7 +16,7 @@ from locedit.edit.stats import SecondMoments
 from locedit.evaluate.batched import evaluate_states
 from locedit.evaluate.essence import essence_texts
 from locedit.evaluate.evaluation import GROUPS, evaluate_state
-from locedit.evaluate.low_rank import factors_by_layer, rank_one_edits
+from locedit.models.low_rank import factors_by_layer, rank_one_edits
 from locedit.models import family_for, tiny
 
 FACTS = (

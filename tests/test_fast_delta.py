@@ -21,7 +21,8 @@ from locedit.edit.methods import compute_edits, resolve_hparams
 from locedit.edit.request import EditRequest
 from locedit.edit.rome import rome_schedule
 from locedit.edit.stats import SecondMoments
-from locedit.edit.target_value import DeltaSchedule, optimize_target_value, optimize_target_values
+from locedit.edit.target_value import (DeltaSchedule, optimize_target_value, optimize_target_values,
+                                      suffix_width_groups)
 from locedit.edit.templates import memit_templates, rome_templates
 from locedit.models import TINY_FAMILIES, family_for, intervene, tiny
 from locedit.models.prefix import SuffixForward, aligned_batch
@@ -132,6 +133,25 @@ def test_batched_deltas_equal_each_fact_alone(tiny64):
             assert_same_target(got, oracle_of(model, tok, request, site, contexts, SCHEDULE))
 
 
+def test_results_do_not_depend_on_the_batching(llama64):
+    """Facts of different suffix widths run in one batch per width; each fact's δ is the same batched with
+    any others, in any order, or alone."""
+    model, tok = llama64
+    site = family_for(model).site("mlp_down_output", 2)
+    contexts = rome_templates(model, tok)[:4]
+    requests = [*REQUESTS, ERASE]
+    groups = suffix_width_groups(tok, requests, contexts)
+    assert len(groups) > 1 and sorted(i for g in groups for i in g) == list(range(len(requests)))
+    for group in groups:
+        assert len(suffix_width_groups(tok, [requests[i] for i in group], contexts)) == 1
+    together = optimize_target_values(model, tok, requests, site, contexts, SCHEDULE)
+    reversed_ = optimize_target_values(model, tok, requests[::-1], site, contexts, SCHEDULE)[::-1]
+    for i, request in enumerate(requests):
+        [alone] = optimize_target_values(model, tok, [request], site, contexts, SCHEDULE)
+        assert_same_target(together[i], alone)
+        assert_same_target(reversed_[i], alone)
+
+
 def test_a_fact_that_stops_early_keeps_its_delta(llama64):
     """rome_original: one fact stops after 3 updates, the other runs every step; each equals its oracle run
     (Adam's momentum would keep moving the stopped fact's δ were its update not undone)."""
@@ -187,6 +207,30 @@ def test_methods_fast_equal_oracle(method, problem, overrides, tiny64, corpus_fi
         if method == "rome":
             for key in ("u", "k_star", "o_star"):
                 assert rel(fast.info[key], oracle.info[key]) < TOL, key
+
+
+@pytest.mark.parametrize("n_facts", [1, 3])
+def test_memit_step_b_together_equals_each_fact_alone(n_facts, tiny64, corpus_file):
+    """MEMIT's batched step B (rank-one activation edits, one forward per window layer) gives each fact the
+    deltas, factors and gap norms of the oracle's per-fact step B on its progressively edited weights."""
+    model, tok = tiny64
+    stats = SecondMoments(model, tok, corpus_file, 1000)
+    requests = [REQUESTS[2], ERASE, REQUESTS[0]][:n_facts]
+    overrides = {**SHORT, "mom2_update_weight": 50.0}
+    results = {engine: compute_edits(model, tok, requests, "memit", 3,
+                                     resolve_hparams("memit", model, "error-injection", {**overrides, "engine": engine}),
+                                     stats)
+               for engine in ("fast", "oracle")}
+    for fast, oracle in zip(results["fast"], results["oracle"]):
+        assert len(oracle.deltas) > 1  # a window: later layers' keys see the earlier layers' updates
+        assert sorted(fast.deltas) == sorted(oracle.deltas) == sorted(fast.low_rank) == sorted(oracle.low_rank)
+        for name, delta in oracle.deltas.items():
+            assert rel(fast.deltas[name], delta) < TOL, name
+            for got, want in zip(fast.low_rank[name], oracle.low_rank[name]):
+                assert rel(got, want) < TOL, name
+        gaps = torch.tensor(fast.info["gap_norms"]), torch.tensor(oracle.info["gap_norms"])
+        assert len(gaps[0]) == len(oracle.deltas) + 1
+        assert torch.allclose(*gaps, rtol=TOL, atol=1e-7 * float(gaps[1].max()))
 
 
 def test_fact_forcing_requests_take_the_oracle_path(llama64, corpus_file):

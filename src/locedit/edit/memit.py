@@ -7,26 +7,30 @@ window bottom-up on the progressively edited model: key k_i = mean of the two te
 gap ρ_i = (z − h_cur) / (R − i + 1), a_i = (λC_i + k_i k_iᵀ)⁻¹ k_i in float64, ΔW_i = ρ_i a_iᵀ.
 ``solver="sherman_morrison"`` computes a_i = C_i⁻¹k_i / (λ + k_iᵀC_i⁻¹k_i) from the cached float64 inverse;
 ``compat`` solves the m×m system directly as the reference does. The model is restored before return.
+With the fast engine, step B of several facts runs together, the earlier layers' updates added as rank-one
+activation edits instead of weight changes (:func:`_step_b_together`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from locedit.edit.forcing import edit_noise
+from locedit.edit.forcing import EditNoise, edit_noise
 from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import MemitHparams
 from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
 from locedit.edit.rows import context_rows, read_at
 from locedit.edit.stats import SecondMoments
-from locedit.edit.target_value import DeltaSchedule, optimize_target_value, optimize_target_values
+from locedit.edit.target_value import DeltaSchedule, TargetValue, optimize_target_value, optimize_target_values
 from locedit.edit.templates import memit_templates
-from locedit.models.families import family_for
+from locedit.models.families import Family, Site, family_for
+from locedit.models.low_rank import rank_one_edits
 
 
 def update_direction(k: torch.Tensor, lam: float, *, c_inv64: torch.Tensor | None = None,
@@ -66,53 +70,129 @@ def memit_many(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequenc
                hp: MemitHparams, stats: SecondMoments | None) -> list[MethodResult]:
     """Deltas of the down projections of ``layers`` for each request, each one as :func:`memit` computes it alone.
 
-    With ``hp.engine == "fast"`` the z of the requests without Fact Forcing noise are optimised together
-    (:func:`~locedit.edit.target_value.optimize_target_values`, on the unedited model, as step A is); step B
-    runs per request on its own progressively edited model. Requests with noise, and every request with
-    ``engine="oracle"``, optimise z alone on the full rows.
+    With ``hp.engine == "fast"`` the requests without Fact Forcing noise are computed together: their z are
+    optimised in one batch (:func:`~locedit.edit.target_value.optimize_target_values`, on the unedited model,
+    as step A is) and step B runs one forward per window layer over every fact's rows, each fact's earlier
+    updates added to its own rows as rank-one activation edits (:func:`_step_b_together`). Requests with
+    noise, and every request with ``engine="oracle"``, run alone on the full rows with real weight changes
+    (:func:`_step_b_alone`).
     """
     if stats is None:
         raise ValueError("MEMIT needs key statistics; pass stats=")
-    layers = sorted(layers)
-    fam = family_for(model)
-    groups = memit_templates(model, tok, hp.template_seed)  # outside the noise hook
-    contexts = [c for g in groups for c in g]
     if hp.solver == "sherman_morrison":
         solve_with = {layer: {"c_inv64": stats.inverse(layer, torch.float64)} for layer in layers}
     elif hp.solver == "compat":
         solve_with = {layer: {"c": stats.moment(layer)} for layer in layers}
     else:
         raise ValueError(f"unknown MEMIT solver {hp.solver!r}; use 'sherman_morrison' or 'compat'")
-    z_site = fam.site("block_output", layers[-1])
+    groups = memit_templates(model, tok, hp.template_seed)  # outside the noise hook
+    window = _Window(family_for(model), sorted(layers), groups, hp.mom2_update_weight, solve_with)
     fast = [i for i, r in enumerate(requests) if hp.engine == "fast" and r.noise_sigma is None]
-    targets = dict(zip(fast, optimize_target_values(model, tok, [requests[i] for i in fast], z_site, contexts,
-                                                    memit_schedule(hp))))
+    batch = [requests[i] for i in fast]
+    targets = optimize_target_values(model, tok, batch, window.z_site, window.contexts, memit_schedule(hp))
+    together = dict(zip(fast, zip(targets, _step_b_together(model, tok, batch, targets, window))))
     results = []
     for i, request in enumerate(requests):
-        with edit_noise(model, tok, request) as noise, EditHandle(model) as running:
-            target = targets[i] if i in targets else optimize_target_value(model, tok, request, z_site, contexts,
-                                                                           memit_schedule(hp), noise)
-            rows = context_rows(tok, contexts, request)
-            plain = context_rows(tok, ["{}"], request)
-            residuals: list[float] = []
-            factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-            for j, layer in enumerate(layers):
-                [keys] = read_at(model, tok, [fam.site("mlp_down_input", layer)], rows, noise)
-                k = group_mean_key(keys, groups)
-                [h_cur] = read_at(model, tok, [z_site], plain, noise)
-                gap = target.value - h_cur[0]
-                residuals.append(float(gap.norm()))
-                rho = gap / (len(layers) - j)
-                a = update_direction(k, hp.mom2_update_weight, **solve_with[layer])
-                weight = fam.down_weight(model, layer)
-                delta = fam.down_update(torch.outer(rho.double(), a).to(weight.dtype)).contiguous()
-                name = f"{fam.down_name(layer)}.weight"
-                factors[name] = (rho.double(), a)
-                running.apply({name: delta})
-            deltas = dict(running.deltas)
-            [h_final] = read_at(model, tok, [z_site], plain, noise)
-        residuals.append(float((target.value - h_final[0]).norm()))
+        if i in together:
+            target, (deltas, factors, residuals) = together[i]
+        else:
+            with edit_noise(model, tok, request) as noise:
+                target = optimize_target_value(model, tok, request, window.z_site, window.contexts,
+                                               memit_schedule(hp), noise)
+                deltas, factors, residuals = _step_b_alone(model, tok, request, target, window, noise)
         info = {"z": target.value, "h0": target.initial, "losses": target.losses, "nlls": target.nlls,
                 "gap_norms": residuals}
         results.append(MethodResult(deltas, info, low_rank=factors))
     return results
+
+
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # parameter name -> (ρ, a), float64
+StepB = tuple[dict[str, torch.Tensor], Factors, list[float]]  # deltas, their factors, gap norms
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The layers MEMIT edits and what step B needs at each of them."""
+
+    fam: Family
+    layers: list[int]  # ascending
+    groups: list[list[str]]  # the context templates in their groups
+    lam: float  # mom2_update_weight
+    solve_with: dict[int, dict[str, torch.Tensor]]  # layer -> update_direction's keyword
+
+    @property
+    def contexts(self) -> list[str]:
+        return [c for g in self.groups for c in g]
+
+    @property
+    def z_site(self) -> Site:
+        return self.fam.site("block_output", self.layers[-1])
+
+    def update(self, model: nn.Module, j: int, keys: torch.Tensor, gap: torch.Tensor) -> tuple[str, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(parameter name, ΔW, (ρ, a)) of the window's ``j``-th layer from the template keys read at it and the
+        gap z − h_cur."""
+        layer = self.layers[j]
+        k = group_mean_key(keys, self.groups)
+        rho = gap / (len(self.layers) - j)
+        a = update_direction(k, self.lam, **self.solve_with[layer])
+        weight = self.fam.down_weight(model, layer)
+        delta = self.fam.down_update(torch.outer(rho.double(), a).to(weight.dtype)).contiguous()
+        return f"{self.fam.down_name(layer)}.weight", delta, (rho.double(), a)
+
+
+def _step_b_alone(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditRequest, target: TargetValue,
+                  window: _Window, noise: EditNoise) -> StepB:
+    """Step B of one request on its progressively edited model (real weight changes, restored on return):
+    per layer, one forward reads the keys, another h_cur; a last one reads h_cur after every update."""
+    rows = context_rows(tok, window.contexts, request)
+    plain = context_rows(tok, ["{}"], request)
+    residuals: list[float] = []
+    factors: Factors = {}
+    with EditHandle(model) as running:
+        for j, layer in enumerate(window.layers):
+            [keys] = read_at(model, tok, [window.fam.site("mlp_down_input", layer)], rows, noise)
+            [h_cur] = read_at(model, tok, [window.z_site], plain, noise)
+            gap = target.value - h_cur[0]
+            residuals.append(float(gap.norm()))
+            name, delta, factors[name] = window.update(model, j, keys, gap)
+            running.apply({name: delta})
+        deltas = dict(running.deltas)
+        [h_final] = read_at(model, tok, [window.z_site], plain, noise)
+    residuals.append(float((target.value - h_final[0]).norm()))
+    return deltas, factors, residuals
+
+
+def _step_b_together(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
+                     targets: Sequence[TargetValue], window: _Window) -> list[StepB]:
+    """Step B of each request (no Fact Forcing noise), equal to :func:`_step_b_alone` up to float rounding.
+
+    The rows of fact i are its context rows and its plain prompt. Per window layer ONE forward over every
+    fact's rows reads the keys at that layer (context rows) and h_cur (plain row), with fact i's updates
+    of the layers below added to its own rows as rank-one activation edits
+    (:func:`~locedit.models.low_rank.rank_one_edits`: W k + ρ (aᵀ k) is (W + ρ aᵀ) k); a last forward
+    over the plain rows reads h_cur after every update. The weights are never changed.
+    """
+    if not requests:
+        return []
+    n_contexts = len(window.contexts)
+    rows = [row for request in requests for row in context_rows(tok, [*window.contexts, "{}"], request)]
+    per_fact = n_contexts + 1
+    noise = EditNoise(tok, requests[0], None)  # none of these requests has noise
+    deltas: list[dict[str, torch.Tensor]] = [{} for _ in requests]
+    factors: list[Factors] = [{} for _ in requests]
+    residuals: list[list[float]] = [[] for _ in requests]
+    for j, layer in enumerate(window.layers):
+        key_site = window.fam.site("mlp_down_input", layer)
+        with rank_one_edits(model, [f for f in factors for _ in range(per_fact)]):
+            keys, h_cur = read_at(model, tok, [key_site, window.z_site], rows, noise)
+        for i, target in enumerate(targets):
+            gap = target.value - h_cur[i * per_fact + n_contexts]
+            residuals[i].append(float(gap.norm()))
+            keys_i = keys[i * per_fact: i * per_fact + n_contexts]
+            name, deltas[i][name], factors[i][name] = window.update(model, j, keys_i, gap)
+    plain = rows[n_contexts::per_fact]
+    with rank_one_edits(model, factors):
+        [h_final] = read_at(model, tok, [window.z_site], plain, noise)
+    for i, target in enumerate(targets):
+        residuals[i].append(float((target.value - h_final[i]).norm()))
+    return list(zip(deltas, factors, residuals))

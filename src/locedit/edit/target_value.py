@@ -180,18 +180,40 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
     alone (values and losses, up to float rounding).
 
     Fast and exact (docs/algorithms.md#target-vector-prefix-reuse): one
-    :class:`~locedit.models.prefix.SuffixForward` holds every fact's rows, aligned at the subject's last
-    token, so each step runs blocks ``site.layer``.. over the suffixes only (the prefix keys and values
-    are computed once). δ is [B, d], the loss the sum of the facts' losses (each fact's rows are its own,
-    so its gradient reaches its δ only); Adam is element-wise, and a fact that stops (early stop, or the
-    final step it skips) keeps its δ: the update is undone on its row. ``reads`` are captured at the
+    :class:`~locedit.models.prefix.SuffixForward` holds the rows of every fact of a batch, aligned at the
+    subject's last token, so each step runs blocks ``site.layer``.. over the suffixes only (the prefix keys
+    and values are computed once). The rows of a batch are right-padded to its longest suffix, so the facts
+    are batched by suffix width (:func:`suffix_width_groups`; one batch when all are equal), which no
+    result depends on. In a batch δ is [B, d], the loss the sum of the facts' losses (each fact's rows are
+    its own, so its gradient reaches its δ only); Adam is element-wise, and a fact that stops (early stop,
+    or the final step it skips) keeps its δ: the update is undone on its row. ``reads`` are captured at the
     subject's last token of every context row before any δ (``TargetValue.reads[site]``, [contexts,
     width]). Fact Forcing noise (a different draw per forward) must use :func:`optimize_target_value`.
     """
     if site.position != "output" or site.layer is None:
         raise ValueError(f"δ is added to the output of a block's module, not to {site}")
-    if not requests:
-        return []
+    results: list[TargetValue] = [TargetValue(value=torch.empty(0), initial=torch.empty(0)) for _ in requests]
+    for group in suffix_width_groups(tok, requests, contexts):
+        batch = [requests[i] for i in group]
+        for i, result in zip(group, _optimize_batch(model, tok, batch, site, contexts, schedule, reads)):
+            results[i] = result
+    return results
+
+
+def suffix_width_groups(tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
+                        contexts: Sequence[str]) -> list[list[int]]:
+    """Indices of ``requests`` grouped by suffix width (the longest suffix among a fact's rows), in order of
+    first appearance: a batch of one group has no padded suffix column that a fact does not need."""
+    groups: dict[int, list[int]] = {}
+    for i, request in enumerate(requests):
+        seqs, pivots, _ = _batch_rows(tok, [request], contexts)
+        groups.setdefault(max(len(s) - p for s, p in zip(seqs, pivots)), []).append(i)
+    return list(groups.values())
+
+
+def _optimize_batch(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest], site: Site,
+                    contexts: Sequence[str], schedule: DeltaSchedule, reads: Sequence[Site]) -> list[TargetValue]:
+    """:func:`optimize_target_values` of one batch (every request's rows in one suffix forward)."""
     seqs, pivots, facts = _batch_rows(tok, requests, contexts)
     forward = SuffixForward(model, seqs, pivots, pad_id_of(tok), site.layer, reads)
     device = forward.residual.device
