@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -60,9 +61,15 @@ def config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_run(config, tmp_path_factory) -> Path:
-    """The reference: the same config on the local backend, in this process."""
+    """The reference: the same config on the local backend, in this process, on one thread as each worker
+    runs (two threads split matmuls differently: tracing effects would differ by float rounding)."""
     out = tmp_path_factory.mktemp("local") / "run"
-    result = run_experiment(_cfg(config), out, progress=False, executor=LocalExecutor())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_experiment(_cfg(config), out, progress=False, executor=LocalExecutor())
+    finally:
+        torch.set_num_threads(threads)
     assert (result.editing.done, result.tracing.failed) == (N_EDITS, 1)
     return out
 
