@@ -33,7 +33,7 @@ def sweep_config(facts: int, layers: list[int]):
     return cfg.model_copy(update={
         "name": "bench-backends",
         "data": cfg.data.model_copy(update={"limit": facts}),
-        "edit": cfg.edit.model_copy(update={"layers": layers}),
+        "edit": cfg.edit.model_copy(update={"layers": layers, "methods": ["rome"]}),
         "analysis": cfg.analysis.model_copy(update={"analyze": False, "report": False}),
     })
 

@@ -50,7 +50,8 @@ def test_shipped_configs_parse_and_name_known_methods(name):
 def test_demo_config_meets_the_brief():
     cfg = demo_config()
     assert cfg.model.name == "smollm2-135m" and cfg.data.source == "demo"
-    assert cfg.edit.methods == ["rome"] and cfg.edit.problems == ["error-injection"]
+    assert sorted(cfg.edit.methods) == sorted(METHODS.names()) and cfg.edit.problems == ["error-injection"]
+    assert cfg.localize.enabled and cfg.analysis.analyze and cfg.analysis.report
     assert len(cfg.edit.layers) >= 5 and max(cfg.edit.layers) - min(cfg.edit.layers) >= 20
     check_layers(cfg, 30)
 

@@ -126,7 +126,7 @@ def demo(out: Optional[Path] = OutOpt,
          print_config: bool = typer.Option(False, "--print-config", help="Print the demo's config (TOML) and exit; "
                                            "`locedit run` on that file runs the same demo."),
          no_progress: bool = NoProgressOpt, threads: Optional[int] = ThreadsOpt, as_json: bool = JsonOpt) -> None:
-    """The embedded model on the demo facts: tracing, ROME Error Injection at 5 layers, analysis, report.
+    """The embedded model on the demo facts: tracing, the four methods under Error Injection at 5 layers, analysis, report.
 
     Prints the data it uses first ("data: ..."), and at the end the path of the HTML report.
     """
