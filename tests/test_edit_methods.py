@@ -25,17 +25,6 @@ FAST_MEMIT = {"v_num_grad_steps": 8, "mom2_update_weight": 50.0}  # lambda scale
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(5)
-    words = "the of and in river city painter language music history was is a to by with".split()
-    paras = [" ".join(words[i] for i in torch.randint(len(words), (40 + 10 * j,), generator=g).tolist()) + "."
-             for j in range(30)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(paras), encoding="utf-8")
-    return path
-
-
 def stats_for(model, tok, corpus_file) -> SecondMoments:
     return SecondMoments(model, tok, corpus_file, 1500)
 

@@ -32,7 +32,7 @@ GpusOpt = typer.Option(None, "--gpus-per-worker", help="Ray only: GPUs reserved 
 WorkerThreadsOpt = typer.Option(None, "--threads-per-worker", help="Ray only: torch CPU threads (and CPUs "
                                 "reserved) per worker; default 1.")
 BatchOpt = typer.Option(None, "--batch-size", help="Edits of one (method, problem, layer) handed out at once "
-                        "(default: the config's edit.batch_size); does not change the results.")
+                        "(default: the config's edit.batch_size); changes results only by float rounding.")
 
 
 def _set_threads(threads: Optional[int]) -> None:
