@@ -145,16 +145,16 @@ def compute_edits(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequ
             stats = moments_for(model, tok, hparams.mom2_corpus, hparams.mom2_n_tokens)
         stats.prefetch(layers)
     out: list[MethodResult | Exception | None] = [_request_error(tok, r) for r in requests]
-    todo = [i for i, r in enumerate(out) if r is None]
-    if spec.compute_many is not None and len(todo) > 1:
+    pending = [i for i, r in enumerate(out) if r is None]
+    if spec.compute_many is not None and len(pending) > 1:
         start = time.perf_counter()
         try:
-            joint = spec.compute_many(model, tok, [requests[i] for i in todo], layers, hparams, stats)
+            joint = spec.compute_many(model, tok, [requests[i] for i in pending], layers, hparams, stats)
         except Exception:  # noqa: BLE001 - recomputed one by one below, so only the failing request fails
             joint = []
-        for i, result in zip(todo, joint):
-            out[i] = _timed(result, (time.perf_counter() - start) / len(todo))
-    for i in (i for i in todo if out[i] is None):
+        for i, result in zip(pending, joint):
+            out[i] = _timed(result, (time.perf_counter() - start) / len(pending))
+    for i in (i for i in pending if out[i] is None):
         start = time.perf_counter()
         try:
             out[i] = _timed(spec.compute(model, tok, requests[i], layers, hparams, stats), time.perf_counter() - start)
