@@ -5,7 +5,7 @@ Its facts are chosen by name, never by the environment: ``demo`` (the shipped de
 
 >>> cfg = demo_config()
 >>> cfg.name, cfg.model.name, cfg.data.source, cfg.edit.methods
-('demo', 'smollm2-135m', 'demo', ['rome'])
+('demo', 'smollm2-135m', 'demo', ['ft-1', 'ft-5', 'rome', 'memit'])
 >>> demo_config("counterfact").data.source
 'counterfact'
 """
