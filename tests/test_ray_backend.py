@@ -170,3 +170,9 @@ def test_without_ray_the_backend_names_the_extra(config, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), "--backend", "ray"])
     assert result.exit_code == 2 and "pip install 'locedit[ray]'" in result.stderr, result.stderr
+
+
+def test_run_help_names_the_ray_extra():
+    """Rich markup would swallow an unescaped ``[ray]``: the help must show the install command whole."""
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "pip install 'locedit[ray]'" in result.output

@@ -22,7 +22,7 @@ ThreadsOpt = typer.Option(None, "--threads", min=1, help="torch CPU threads (def
 
 
 BackendOpt = typer.Option(None, "--backend", help="Where units run: local (this process) or ray (Ray actors; "
-                          "pip install 'locedit[ray]'). Default: the config's run.backend, else local.")
+                          "pip install 'locedit\\[ray]'). Default: the config's run.backend, else local.")
 AddressOpt = typer.Option(None, "--address", help="Ray only: the cluster to join, auto | HOST:PORT | "
                           "ray://HOST:PORT (default: start a local Ray instance sized to this machine).")
 WorkersOpt = typer.Option(None, "--workers", help="Ray only: worker actors, each loads the model once "
