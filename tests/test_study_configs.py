@@ -8,7 +8,8 @@ import pytest
 
 from locedit.edit.methods import METHODS
 from locedit.edit.problems import PROBLEMS
-from locedit.experiment.config import load_config
+from locedit.data.known import load_known_ids
+from locedit.experiment.config import ConfigError, load_config
 from locedit.experiment.selection import select_facts
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -46,16 +47,25 @@ def test_study_runs_every_condition_with_both_windows_and_zeroing(name):
 def test_both_studies_select_facts_by_the_same_rule():
     smollm2, gemma3 = (load_config(CONFIGS / name) for name in STUDIES)
     assert smollm2.data == gemma3.data
-    assert smollm2.data.correctness_filter and not smollm2.data.known_only and smollm2.data.limit is None
+    assert smollm2.data.correctness_filter and smollm2.data.known_only and smollm2.data.limit == 30
 
 
-def test_smollm2_study_has_at_least_30_known_facts():
-    """The shipped SmolLM2 known-ids list (the same correctness filter) counts the facts the study edits."""
-    from locedit.experiment.selection import known_case_ids
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_edits_the_first_30_facts_its_model_knows(name):
+    """The rule of the configs' comments: the first 30 case ids of the model's own shipped known-ids list."""
+    cfg = load_config(CONFIGS / name)
+    ids = [f.case_id for f in select_facts(cfg.data, cfg.model.name)]
+    assert ids == sorted(load_known_ids(model_name=cfg.model.name)["case_ids"])[:30]
 
-    cfg = load_config(CONFIGS / "study_smollm2.toml")
-    candidates = {f.case_id for f in select_facts(cfg.data)}
-    assert len(candidates) == 256 and len(candidates & known_case_ids()) == 37  # as the config's comment says
+
+def test_known_only_reads_the_configured_models_list():
+    data = load_config(CONFIGS / STUDIES[0]).data
+    smollm2, gemma3 = (set(load_known_ids(model_name=m)["case_ids"]) for m in DEPTHS)
+    assert smollm2 != gemma3  # two models, two lists
+    for model, known in (("smollm2-135m", smollm2), ("gemma3-270m", gemma3)):
+        assert {f.case_id for f in select_facts(data, model)} <= known
+    with pytest.raises(ConfigError, match="no known-ids list ships for model 'tiny:llama'.*known_only = false"):
+        select_facts(data, "tiny:llama")
 
 
 def test_zsre_config_is_rome_on_the_zsre_slice():

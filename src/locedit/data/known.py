@@ -28,7 +28,9 @@ from locedit.data.validation import DataError, read_json
 from locedit.files import write_atomic
 from locedit.models.tokens import encode
 
-SMOLLM2_KNOWN = "smollm2_known_counterfact.json"
+# the known-ids lists shipped in locedit/data, per model alias: CounterFact case ids 0..1999, compat filter
+SHIPPED_KNOWN_IDS: dict[str, str] = {"smollm2-135m": "smollm2_known_counterfact.json",
+                                     "gemma3-270m": "gemma3_known_counterfact.json"}
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,17 @@ def save_known_ids(path: Path, model_name: str, rows: Sequence[Knowledge], mode:
     return payload
 
 
-def load_known_ids(path: Path | None = None) -> dict[str, Any]:
-    """A known-ids file; by default the shipped SmolLM2-135M list over CounterFact case_ids 0..1999."""
-    path = path or Path(str(resources.files("locedit.data").joinpath(SMOLLM2_KNOWN)))
+def shipped_known_ids_path(model_name: str) -> Path:
+    """The shipped known-ids list of ``model_name`` (an alias of :data:`SHIPPED_KNOWN_IDS`)."""
+    if model_name not in SHIPPED_KNOWN_IDS:
+        raise DataError(f"no known-ids list ships for model {model_name!r} (only for {', '.join(SHIPPED_KNOWN_IDS)}); "
+                        "set data.known_only = false and let the correctness filter select the facts")
+    return Path(str(resources.files("locedit.data").joinpath(SHIPPED_KNOWN_IDS[model_name])))
+
+
+def load_known_ids(path: Path | None = None, model_name: str = "smollm2-135m") -> dict[str, Any]:
+    """A known-ids file; by default the list shipped for ``model_name`` over CounterFact case_ids 0..1999."""
+    path = path or shipped_known_ids_path(model_name)
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("case_ids"), list):
         raise DataError(f"{path}: not a known-ids file (expected an object with a 'case_ids' list)")

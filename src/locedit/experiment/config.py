@@ -48,7 +48,8 @@ class DataConfig(_Strict):
                                     "or a path / list of paths")
     first_n: int | None = Field(None, ge=1, description="candidates = the first N records by case_id")
     case_ids: list[int] | None = Field(None, description="candidates = exactly these case ids (after first_n)")
-    known_only: bool = Field(False, description="keep only the shipped known-fact case ids for SmolLM2")
+    known_only: bool = Field(False, description="keep only the case ids in the known-ids list shipped for the "
+                       "configured model (smollm2-135m, gemma3-270m)")
     limit: int | None = Field(None, ge=1, description="at most this many facts after the selections above")
     correctness_filter: bool = Field(True, description="trace and edit only facts the model knows "
                                      "(docs/algorithms.md#correctness-filter)")

@@ -138,7 +138,7 @@ def eligible_edits(cfg: ExperimentConfig, facts: list[Fact], fact_rows: dict[int
 def _run_locked(cfg: ExperimentConfig, run_dir: Path, store: Store, executor: Executor, console: Console,
                 progress: bool) -> RunResult:
     """Steps 2-5 of the module docstring, in a locked run directory with its store open."""
-    facts = select_facts(cfg.data)
+    facts = select_facts(cfg.data, cfg.model.name)
 
     with console.status(f"loading {cfg.model.name} ({executor.name} backend) ..."):
         executor.start(cfg)

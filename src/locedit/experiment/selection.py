@@ -7,28 +7,25 @@ per fact inside its trace unit and are cached in the ``facts`` table.
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 from locedit.data import Fact, load_demo_facts, load_facts
+from locedit.data.known import load_known_ids
+from locedit.data.validation import DataError
 from locedit.experiment.config import ConfigError, DataConfig, data_paths
 
-KNOWN_IDS_FILE = "smollm2_known_counterfact.json"
+
+def known_case_ids(model_name: str = "smollm2-135m") -> set[int]:
+    """The CounterFact case ids ``model_name`` knows, from the list shipped for it (``locedit data known``)."""
+    try:
+        return {int(i) for i in load_known_ids(model_name=model_name)["case_ids"]}
+    except DataError as e:
+        raise ConfigError(f"data.known_only: {e}") from None
 
 
-def known_case_ids() -> set[int]:
-    """The shipped CounterFact case ids SmolLM2-135M knows (the data engineer's list)."""
-    path = resources.files("locedit.data").joinpath(KNOWN_IDS_FILE)
-    if not path.is_file():
-        raise ConfigError(f"data.known_only needs locedit/data/{KNOWN_IDS_FILE}, which is not installed; "
-                          "set known_only = false")
-    data = json.loads(path.read_text())
-    ids = data.get("case_ids", data) if isinstance(data, dict) else data
-    return {int(i) for i in ids}
+def select_facts(data: DataConfig, model_name: str = "smollm2-135m") -> list[Fact]:
+    """The candidate facts in case_id order; raises when the selection is empty or names missing ids.
 
-
-def select_facts(data: DataConfig) -> list[Fact]:
-    """The candidate facts in case_id order; raises when the selection is empty or names missing ids."""
+    ``model_name`` picks the shipped known-ids list that ``data.known_only`` reads.
+    """
     paths = data_paths(data.source)
     facts = load_demo_facts() if paths is None else load_facts(paths if len(paths) > 1 else paths[0])
     facts = sorted(facts, key=lambda f: f.case_id)
@@ -41,7 +38,7 @@ def select_facts(data: DataConfig) -> list[Fact]:
             raise ConfigError(f"data.case_ids: {missing[:5]} not in the selected records; check first_n and the source")
         facts = [by_id[i] for i in sorted(set(data.case_ids))]
     if data.known_only:
-        known = known_case_ids()
+        known = known_case_ids(model_name)
         facts = [f for f in facts if f.case_id in known]
     if data.limit is not None:
         facts = facts[: data.limit]
