@@ -20,7 +20,7 @@ from locedit.data import (
     load_zsre_mend,
 )
 from locedit.data import download as dl
-from locedit.data.known import load_known_ids
+from locedit.data.known import SHIPPED_KNOWN_IDS, load_known_ids
 from locedit.data.loaders import COUNTERFACT_MEND_FILES, detect_format
 
 
@@ -222,10 +222,11 @@ def test_download_counterfact_offline(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 10
 
 
-def test_shipped_known_ids_file():
-    known = load_known_ids()
-    assert known["model"] == "smollm2-135m" and known["filter"].startswith("correctness-compat")
+@pytest.mark.parametrize("model", sorted(SHIPPED_KNOWN_IDS))
+def test_shipped_known_ids_file(model):
+    known = load_known_ids(model_name=model)
+    assert known["model"] == model and known["filter"].startswith("correctness-compat")
     ids = known["case_ids"]
-    assert ids == sorted(set(ids)) and 0 < len(ids) < known["n_candidates"] and ids[-1] < known["n_candidates"]
-    assert 0 in ids  # "The mother tongue of Danielle Darrieux is" -> French
+    assert known["n_candidates"] == 2000 and ids == sorted(set(ids)) and 0 < len(ids) < 2000 and ids[-1] < 2000
+    assert 0 in ids  # "The mother tongue of Danielle Darrieux is" -> French, for both models
     assert set(known["erasure_case_ids"]) <= set(ids)

@@ -141,6 +141,19 @@ def test_gemma_cached_weights_equal_a_fresh_load(gemma):
         assert torch.equal(fresh(input_ids=ids).logits, cached(input_ids=ids).logits)
 
 
+
+@pytest.mark.embedded
+def test_shipped_known_ids_agree_with_the_filter_on_the_first_facts(gemma, shared_data):
+    """The shipped list (``locedit data known -m gemma3-270m``) re-derived on the first 40 CounterFact facts."""
+    from locedit.data import load_facts
+    from locedit.data.filters import correctness_filter
+    from locedit.data.known import load_known_ids
+
+    facts = sorted(load_facts(shared_data), key=lambda f: f.case_id)[:40]
+    verdicts = correctness_filter(*gemma, facts).known
+    shipped = set(load_known_ids(model_name=GEMMA)["case_ids"])
+    assert {f.case_id for f, known in zip(facts, verdicts) if known} == {f.case_id for f in facts} & shipped
+
 def test_sampled_texts_leave_out_the_bos(tiny_gemma):
     from locedit.models.generation import sample_top_k
 
