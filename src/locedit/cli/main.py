@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from locedit.cli import analysis_cmd, data_cmd, edit_cmd, models_cmd, run_cmd, stats_cmd, trace_cmd
+from locedit.cli import analysis_cmd, data_cmd, edit_cmd, models_cmd, run_cmd, stats_cmd, status_cmd, trace_cmd
 from locedit.cli.common import configure_output, console, debug_enabled
 
 app = typer.Typer(
@@ -26,7 +26,7 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v",
     configure_output(verbose)
 
 
-for _module in (models_cmd, data_cmd, trace_cmd, edit_cmd, run_cmd, analysis_cmd, stats_cmd):
+for _module in (models_cmd, data_cmd, trace_cmd, edit_cmd, run_cmd, status_cmd, analysis_cmd, stats_cmd):
     _module.register(app, bench_app)
 
 
