@@ -22,7 +22,7 @@ def _configs() -> list[Path]:
 
 
 def test_the_study_configs_exist():
-    assert {p.name for p in _configs()} == {*STUDIES, "zsre_smollm2.toml"}
+    assert {p.name for p in _configs()} == {*STUDIES, "zsre_gemma3.toml"}
 
 
 @pytest.mark.parametrize("path", _configs(), ids=lambda p: p.name)
@@ -69,10 +69,11 @@ def test_known_only_reads_the_configured_models_list():
 
 
 def test_zsre_config_is_rome_on_the_zsre_slice():
-    cfg = load_config(CONFIGS / "zsre_smollm2.toml")
-    study = load_config(CONFIGS / "study_smollm2.toml")
+    cfg = load_config(CONFIGS / "zsre_gemma3.toml")
+    study = load_config(CONFIGS / "study_gemma3.toml")
     assert cfg.edit.methods == ["rome"] and cfg.edit.problems == ["error-injection"]
     assert cfg.edit.layers == study.edit.layers and not cfg.data.correctness_filter
+    assert cfg.data.erasure_threshold == 0.02  # the paper's filter, no deviation
     facts = select_facts(cfg.data)
     assert facts and all(f.source == "zsre_mend" for f in facts)
 
