@@ -82,6 +82,14 @@ def test_deviations_name_the_data_that_was_used(full):
     assert "MEND/EasyEdit" not in deviations(demo, result)["Data"]
 
 
+def test_deviations_say_when_the_essence_score_was_off(full):
+    _, manifest, result = full
+    off = json.loads(json.dumps(manifest))
+    off["config"]["edit"]["essence"] = False
+    assert deviations(manifest, result)["Essence score"].startswith("computed")
+    assert "Fig. 8" in deviations(off, result)["Essence score"]
+
+
 def test_all_figures_drawn_when_data_present(full):
     _, _, result = full
     zsre_only = [spec.key for spec in FIGURES.values() if spec.data == "zsre"]

@@ -144,6 +144,9 @@ def deviations(manifest: dict[str, Any] | None, result: AnalysisResult) -> dict[
                        "0, 4, 5, 8, 12, 16, 20, 24, 27 (ROME default 5).",
         "ROME layer for Figs. 1 and 4": (f"{result.summary.get('rome_layer', 'not determined')}: the edited layer "
                                          "closest to the paper's ROME depth (GPT-J layer 5 of 28)."),
+        "Essence score": ("computed, as in the paper." if _get(cfg, "edit", "essence", default=True) else
+                          "not computed (edit.essence = false, for time): Fig. 8 and the essence column of Fig. 9 "
+                          "are absent, and so is the overall score with essence."),
         "Compat switches": ", ".join(f"{k} = {v}" for k, v in switches.items()) or "none recorded in the config",
         "Analysis": ("RMSE/MAE are in-sample (docs/algorithms.md#regressions); a cluster-robust (by fact) Wald test "
                      "is reported beside the paper's nested F-test because each fact appears once per layer; beyond the "
