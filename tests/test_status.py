@@ -240,3 +240,17 @@ def test_errors_are_one_line_with_exit_code_2(runs, tmp_path, damage, expected):
 
 def test_a_file_is_not_a_run_directory(runs):
     assert "not a folder" in _one_line_error(runner.invoke(app, ["status", str(runs["facts"])]))
+
+
+def test_an_estimate_that_leans_on_unmeasured_kinds_says_it_is_a_guess():
+    from locedit.cli.status_cmd import summary_line
+    from locedit.experiment.progress import EditGroup, UnitCounts, estimate_seconds
+
+    tracing = UnitCounts(done=2, seconds=20.0)
+    editing = (EditGroup("ft-1", "error-injection", UnitCounts(done=4, pending=2, seconds=8.0)),
+               EditGroup("rome", "error-injection", UnitCounts(pending=3)))
+    eta = estimate_seconds(tracing, editing, workers=1)
+    assert eta == pytest.approx((2 + 3) * 2.0)  # rome has no mean of its own: the mean over all edits
+    st = RunStatus("run", "study", "0" * 64, 2, tracing, editing, 1, None, eta)
+    assert st.unmeasured == 3
+    assert summary_line(st).endswith("(3 of the units are of a method and problem not timed yet: a guess)")

@@ -36,6 +36,8 @@ def summary_line(st: RunStatus) -> str:
         left = "complete"
     else:
         left = f"about {duration(st.eta_seconds)} left" if st.eta_seconds is not None else "time left unknown"
+        if st.eta_seconds is not None and st.unmeasured:
+            left += f" ({st.unmeasured} of the units are of a method and problem not timed yet: a guess)"
     return f"{st.run_dir}: {t.done} done, {t.failed} failed, {t.pending} pending{unplanned} units; {left}"
 
 

@@ -120,10 +120,15 @@ class RunStatus:
     def complete(self) -> bool:
         return self.total.remaining == 0
 
+    @property
+    def unmeasured(self) -> int:
+        """Remaining edits of a (method, problem) with no finished edit yet: their time is a guess."""
+        return sum(g.counts.remaining for g in self.editing if g.counts.mean_seconds is None)
+
     def as_dict(self) -> dict[str, Any]:
         """Every field (JSON types), plus ``workers``, the ``edits`` and ``total`` counts and ``complete``."""
         return {**asdict(self), "workers": self.workers, "edits": asdict(self.edits), "total": asdict(self.total),
-                "complete": self.complete}
+                "complete": self.complete, "unmeasured": self.unmeasured}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunStatus:
