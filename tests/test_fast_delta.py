@@ -2,8 +2,8 @@
 
 Every tiny family (rotary, learned absolute positions, grouped-query attention, Gemma 3's mixed sliding and
 full attention): the suffix forward's logits and gradients equal the full forward's; B facts optimised
-together equal each one optimised alone, with per-fact early stopping; ROME and MEMIT give the oracle's
-deltas. The comparisons of optimised vectors run the tiny models in float64: a random model's gradients at
+together equal each one optimised alone, with per-fact early stopping, and once facts stop the later steps
+run only the others' rows, with the same results; ROME and MEMIT give the oracle's deltas. The comparisons of optimised vectors run the tiny models in float64: a random model's gradients at
 its top layers (and those of exp(-NLL) when minimising) are far below Adam's ε, so float32 rounding
 differences of either path grow to percent-level differences of δ, while with a float64 model the two paths
 agree to the rounding of the float32 δ. The embedded test compares v* on SmolLM2-135M in float32.
@@ -21,7 +21,7 @@ from locedit.edit.methods import compute_edits, resolve_hparams
 from locedit.edit.request import EditRequest
 from locedit.edit.rome import rome_schedule
 from locedit.edit.stats import SecondMoments
-from locedit.edit.target_value import (DeltaSchedule, optimize_target_value, optimize_target_values,
+from locedit.edit.target_value import (DeltaSchedule, _HeldRows, optimize_target_value, optimize_target_values,
                                       suffix_width_groups)
 from locedit.edit.templates import memit_templates, rome_templates
 from locedit.models import TINY_FAMILIES, family_for, intervene, tiny
@@ -38,6 +38,13 @@ REQUESTS = [
     EditRequest("Paris is the capital of", "Paris", "Italy"),
 ]
 ERASE = EditRequest("The Eiffel Tower is located in", "The Eiffel Tower", "Paris", objective="minimize")
+# one suffix width, so one batch: three facts that stop early at different steps, one that minimises
+SAME_WIDTH = [
+    EditRequest("Toko Yasuda plays the", "Toko Yasuda", "piano"),
+    EditRequest("Danielle Darrieux speaks the", "Danielle Darrieux", "English"),
+    EditRequest("Paris lies in", "Paris", "Italy"),
+    EditRequest("The Eiffel Tower lies in", "The Eiffel Tower", "Paris", objective="minimize"),
+]
 SCHEDULE = DeltaSchedule(steps=6, lr=0.5, weight_decay=0.5, clamp_norm_factor=4.0, kl_factor=0.0625)
 SHORT = {"v_num_grad_steps": 6}
 
@@ -60,12 +67,13 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def assert_same_target(fast, oracle) -> None:
+def assert_same_target(fast, oracle, tol: float = TOL) -> None:
     assert len(fast.losses) == len(oracle.losses)
-    assert torch.allclose(torch.tensor(fast.losses), torch.tensor(oracle.losses), rtol=1e-5, atol=1e-7)
-    assert torch.allclose(torch.tensor(fast.nlls), torch.tensor(oracle.nlls), rtol=1e-5, atol=1e-7)
-    assert rel(fast.initial, oracle.initial) < TOL
-    assert rel(fast.value - fast.initial, oracle.value - oracle.initial) < TOL
+    assert torch.allclose(torch.tensor(fast.losses), torch.tensor(oracle.losses), rtol=tol, atol=1e-7)
+    assert torch.allclose(torch.tensor(fast.nlls), torch.tensor(oracle.nlls), rtol=tol, atol=1e-7)
+    assert rel(fast.initial, oracle.initial) < tol
+    moved, want = (fast.value - fast.initial).double(), (oracle.value - oracle.initial).double()
+    assert (moved - want).norm() <= tol * want.norm()  # also when neither moved (a fact stopped at once)
 
 
 def oracle_of(model, tok, request, site, contexts, schedule):
@@ -171,6 +179,95 @@ def test_a_fact_that_stops_early_keeps_its_delta(llama64):
         assert_same_target(got, oracle_of(model, tok, request, site, contexts, schedule))
     moved = optimize_target_values(model, tok, [early], site, contexts, replace(free, steps=5))[0]
     assert rel(moved.value, fast[0].value) > 1e-3  # a fourth update would have changed it
+
+
+def test_selected_rows_equal_those_rows_of_the_forward(tiny_model):
+    """A suffix forward restricted to some of its rows (in another order) gives those rows' logits and
+    gradients, with and without cached prefixes and at every start layer."""
+    model, tok = tiny_model
+    fam = family_for(model)
+    rows = [encode(tok, p) for p in ("The mother tongue of Danielle Darrieux is", "Paris is the capital of", "Toko")]
+    picked = torch.tensor([2, 0])
+    for pivots in ([5, 2, 0], [0, 0, 0]):
+        where = [(i, j) for i in picked.tolist() for j in range(len(rows[i]) - pivots[i])]
+        row_of, positions = torch.tensor([i for i, _ in where]), torch.tensor([j for _, j in where])
+        at_zero = torch.zeros(len(rows), dtype=torch.long)
+        for start in (0, 2, fam.n_layers(model) - 1):
+            site = fam.site("mlp_down_output", start)
+            full = SuffixForward(model, rows, pivots, pad_id_of(tok), start)
+            fewer = full.select_rows(picked)
+            assert (full.n_rows, fewer.n_rows) == (3, 2)
+            logits_full, grad_full = pivot_loss_and_grad(model, site, full, row_of, positions, at_zero)
+            in_fewer = torch.tensor([picked.tolist().index(i) for i in row_of.tolist()])
+            logits, grad = pivot_loss_and_grad(model, site, fewer, in_fewer, positions, at_zero[:2])
+            assert torch.allclose(logits, logits_full, rtol=1e-5, atol=1e-5), (pivots, start)
+            assert torch.allclose(grad, grad_full[picked], rtol=1e-4, atol=1e-6 * grad_full.abs().max().item())
+            assert not grad_full[1].any()
+
+
+def staggered_stop_loss(losses: list[list[float]]) -> tuple[float, list[int]]:
+    """The stop loss at which the most facts of a free run (no early stop) stop at different steps, as far
+    from every loss it compares with as possible, and each fact's number of losses under it."""
+    best = None
+    values = sorted({x for fact in losses for x in fact})
+    for low, high in zip(values, values[1:]):
+        stop = (low + high) / 2
+        counts = [next((t + 1 for t, x in enumerate(fact) if x < stop), len(fact)) for fact in losses]
+        key = (len(set(counts)), min(high - stop, stop - low) / stop)
+        if best is None or key > best[0]:
+            best = key, stop, counts
+    return best[1], best[2]
+
+
+def rows_per_step(model, run):
+    """``run()``'s result and the rows leaving the last block in each of its steps (the forwards that track
+    gradients)."""
+    fam = family_for(model)
+    counts: list[int] = []
+
+    def count(hidden):
+        if torch.is_grad_enabled():
+            counts.append(hidden.shape[0])
+
+    with intervene(model, {fam.site("block_output", fam.n_layers(model) - 1): count}):
+        return run(), counts
+
+
+def test_stopped_facts_leave_the_forward(tiny64, monkeypatch):
+    """Facts that stop at different steps (one at the first, one never: it minimises) leave the batched
+    forward: each later step runs only the rows of the facts still optimised, and every fact's losses, δ,
+    v0 and reads equal the batch that keeps every row, each fact alone, and the oracle."""
+    model, tok = tiny64
+    fam = family_for(model)
+    site, read = fam.site("mlp_down_output", 2), fam.site("mlp_down_input", 2)
+    contexts = rome_templates(model, tok)[:4]
+    requests = SAME_WIDTH
+    free = replace(SCHEDULE, steps=10)
+    free_run = optimize_target_values(model, tok, requests[:3], site, contexts, free)
+    stop, n_losses = staggered_stop_loss([r.losses for r in free_run])
+    assert len(suffix_width_groups(tok, requests, contexts)) == 1 and len(set(n_losses)) == 3  # the setting needed
+    n_losses.append(free.steps)  # the last fact minimises: it never stops early
+    schedule = replace(free, early_stop="rome_original", stop_loss=stop)
+
+    def batch():
+        return optimize_target_values(model, tok, requests, site, contexts, schedule, reads=[read])
+
+    dropping, steps = rows_per_step(model, batch)
+    assert [len(r.losses) for r in dropping] == n_losses
+    rows = len(contexts) + 1
+    assert steps == [rows * sum(n > t for n in n_losses) for t in range(len(steps))]
+    assert min(steps) < max(steps) == rows * len(requests)
+    with monkeypatch.context() as patch:
+        patch.setattr(_HeldRows, "keep", lambda held, active: held)  # the batch before facts could leave it
+        keeping, steps = rows_per_step(model, batch)
+    assert set(steps) == {rows * len(requests)}
+    for request, fast, kept in zip(requests, dropping, keeping):
+        assert_same_target(fast, kept, tol=1e-6)
+        assert torch.equal(fast.reads[read], kept.reads[read])
+        [alone] = optimize_target_values(model, tok, [request], site, contexts, schedule, reads=[read])
+        assert_same_target(fast, alone, tol=1e-6)
+        assert torch.allclose(fast.reads[read], alone.reads[read], rtol=1e-5, atol=1e-6)
+        assert_same_target(fast, oracle_of(model, tok, request, site, contexts, schedule))
 
 
 @pytest.fixture(scope="module")

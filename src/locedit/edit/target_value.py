@@ -159,6 +159,10 @@ class _FactRows:
     label_pos: torch.Tensor  # suffix positions predicting the target, [n_contexts, k]
     minimize: bool
 
+    def rows(self) -> torch.Tensor:
+        """Its rows in the batch: the context rows, then the KL row."""
+        return torch.arange(self.first, self.kl + 1)
+
     def read_places(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, suffix positions) whose logits the loss reads: each context row's target-predicting
         positions, then the KL row's subject-last token (suffix position 0)."""
@@ -186,9 +190,10 @@ def optimize_target_values(model: nn.Module, tok: PreTrainedTokenizerBase, reque
     are batched by suffix width (:func:`suffix_width_groups`; one batch when all are equal), which no
     result depends on. In a batch δ is [B, d], the loss the sum of the facts' losses (each fact's rows are
     its own, so its gradient reaches its δ only); Adam is element-wise, and a fact that stops (early stop,
-    or the final step it skips) keeps its δ: the update is undone on its row. ``reads`` are captured at the
-    subject's last token of every context row before any δ (``TargetValue.reads[site]``, [contexts,
-    width]). Fact Forcing noise (a different draw per forward) must use :func:`optimize_target_value`.
+    or the final step it skips) keeps its δ: the update is undone on its row, and later steps run only the
+    rows of the facts still optimised (:meth:`~locedit.models.prefix.SuffixForward.select_rows`). ``reads``
+    are captured at the subject's last token of every context row before any δ (``TargetValue.reads[site]``,
+    [contexts, width]). Fact Forcing noise (a different draw per forward) must use :func:`optimize_target_value`.
     """
     if site.position != "output" or site.layer is None:
         raise ValueError(f"δ is added to the output of a block's module, not to {site}")
@@ -213,17 +218,13 @@ def suffix_width_groups(tok: PreTrainedTokenizerBase, requests: Sequence[EditReq
 
 def _optimize_batch(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest], site: Site,
                     contexts: Sequence[str], schedule: DeltaSchedule, reads: Sequence[Site]) -> list[TargetValue]:
-    """:func:`optimize_target_values` of one batch (every request's rows in one suffix forward)."""
+    """:func:`optimize_target_values` of one batch (every request's rows in one suffix forward; once facts
+    stop, later steps run only the rows of the others)."""
     seqs, pivots, facts = _batch_rows(tok, requests, contexts)
-    forward = SuffixForward(model, seqs, pivots, pad_id_of(tok), site.layer, reads)
-    device = forward.residual.device
-    places = [f.read_places() for f in facts]
-    read_rows, read_pos = (torch.cat(column).to(device) for column in zip(*places))
-    sizes = [len(rows) for rows, _ in places]
-    fact_of_row = torch.repeat_interleave(torch.arange(len(facts)), torch.tensor([f.n_contexts + 1 for f in facts]))
-    fact_of_row = fact_of_row.to(device)
-
-    delta = torch.zeros(len(facts), site.width_of(model.config), dtype=torch.float32, device=device, requires_grad=True)
+    full = SuffixForward(model, seqs, pivots, pad_id_of(tok), site.layer, reads)
+    held = _HeldRows(full, facts, list(range(len(facts))))
+    delta = torch.zeros(len(facts), site.width_of(model.config), dtype=torch.float32, device=full.residual.device,
+                        requires_grad=True)
     v0: list[torch.Tensor] = []
     q0: list[torch.Tensor] = []
 
@@ -231,18 +232,18 @@ def _optimize_batch(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Se
         if not v0:
             v0.extend(h[f.first, 0].detach().float().clone() for f in facts)
         h = h.clone()
-        h[:, 0] = h[:, 0] + delta[fact_of_row].to(h.dtype)
+        h[:, 0] = h[:, 0] + delta[held.fact_of_row].to(h.dtype)
         return h
 
     opt = torch.optim.Adam([delta], lr=schedule.lr)
     results = [TargetValue(value=torch.empty(0), initial=torch.empty(0)) for _ in facts]
-    active = list(range(len(facts)))
+    active = held.held
     with intervene(model, {site: add_delta}):
         for it in range(schedule.steps):
             opt.zero_grad()
-            logp = torch.log_softmax(forward.logits_at(read_rows, read_pos), dim=-1).split(sizes)
+            logp = held.log_probs()
             if not q0:
-                q0.extend(lp[-1].detach().clone() for lp in logp)
+                q0.extend(logp[i][-1].detach().clone() for i in active)
             stepping, total = [], None
             for i in active:
                 nll = facts[i].nll(logp[i])
@@ -258,12 +259,47 @@ def _optimize_batch(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Se
             total.backward()
             _masked_step(opt, delta, stepping, [schedule.clamp_norm_factor * v0[i].norm() for i in stepping])
             active = stepping
+            if it + 1 < schedule.steps:
+                held = held.keep(active)
     for i, result in enumerate(results):
         result.initial = v0[i]
         result.value = v0[i] + delta[i].detach()
         rows = slice(facts[i].first, facts[i].kl)
-        result.reads = {s: forward.reads[s][rows] for s in reads}
+        result.reads = {s: full.reads[s][rows] for s in reads}
     return results
+
+
+class _HeldRows:
+    """A suffix forward over the rows of some facts of a batch (``held``, in batch order: those still
+    optimised), and where their δ rows and read places sit in it. A stopped fact's δ row gets no gradient
+    whether its rows run or not (no row mixes facts), so leaving them out changes no result."""
+
+    def __init__(self, forward: SuffixForward, facts: Sequence[_FactRows], held: list[int]):
+        self.forward, self.facts, self.held = forward, facts, held
+        own_rows = [facts[i].rows() for i in held]
+        self.batch_rows = torch.cat(own_rows)
+        if len(self.batch_rows) != forward.n_rows:
+            raise ValueError(f"the forward holds {forward.n_rows} rows, the facts {len(self.batch_rows)}")
+        device = forward.residual.device
+        places = [facts[i].read_places() for i in held]
+        self.read_rows = torch.searchsorted(self.batch_rows, torch.cat([rows for rows, _ in places])).to(device)
+        self.read_pos = torch.cat([positions for _, positions in places]).to(device)
+        self.sizes = [len(rows) for rows, _ in places]
+        sizes = torch.tensor([len(r) for r in own_rows])
+        self.fact_of_row = torch.repeat_interleave(torch.tensor(held), sizes).to(device)
+
+    def log_probs(self) -> dict[int, torch.Tensor]:
+        """Each held fact's log-probabilities at its read places (:meth:`_FactRows.read_places`)."""
+        logp = torch.log_softmax(self.forward.logits_at(self.read_rows, self.read_pos), dim=-1)
+        return dict(zip(self.held, logp.split(self.sizes)))
+
+    def keep(self, active: list[int]) -> _HeldRows:
+        """The same for ``active``, a subset of the held facts: itself when it holds just those, else a
+        forward over only their rows (one index of each recorded tensor, :meth:`SuffixForward.select_rows`)."""
+        if active == self.held:
+            return self
+        rows = torch.cat([self.facts[i].rows() for i in active])
+        return _HeldRows(self.forward.select_rows(torch.searchsorted(self.batch_rows, rows)), self.facts, active)
 
 
 def _batch_rows(tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],

@@ -18,6 +18,9 @@ step's forward that changes is blocks ℓ.. over the row's *suffix* (the pivot t
 4. **Each step** calls blocks ℓ.. directly on the suffix with the recorded arguments, the cache replaced
    by :class:`PrefixCache` (the fixed prefix keys and values in front of the suffix's own), then the
    final norm.
+5. **Fewer rows** (:meth:`SuffixForward.select_rows`): rows never interact, so a forward over a subset of
+   the rows indexes what steps 2 and 3 recorded (prefix keys and values, per-row block arguments, the
+   residual) instead of computing anything again.
 
 Exact: every real suffix token attends to the same keys and values, with the same positions and mask, as
 in the full forward of the unaligned rows; only the float rounding of matmuls of other shapes differs.
@@ -25,6 +28,7 @@ in the full forward of the unaligned rows; only the float rounding of matmuls of
 
 from __future__ import annotations
 
+import copy
 import inspect
 from functools import lru_cache
 from typing import Any, Callable, Sequence
@@ -96,6 +100,20 @@ def aligned_batch(rows: Sequence[Sequence[int]], pivots: Sequence[int], pad_id: 
     return ids.to(device), mask.to(device), positions.to(device), first
 
 
+def rows_of(value: Any, rows: torch.Tensor, n_rows: int) -> Any:
+    """``value`` (a recorded block argument: tensor, or tuple, list or dict of them) at ``rows`` of its
+    ``n_rows``: a tensor of two or more dimensions whose first one is ``n_rows`` is per row (hidden state,
+    mask, position ids and embeddings), anything else is shared (a mask or position embeddings broadcast
+    over the batch, flags, the cache) and kept as it is."""
+    if isinstance(value, torch.Tensor):
+        return value[rows] if value.dim() >= 2 and value.shape[0] == n_rows else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(rows_of(v, rows, n_rows) for v in value)
+    if isinstance(value, dict):
+        return {k: rows_of(v, rows, n_rows) for k, v in value.items()}
+    return value
+
+
 class SuffixForward:
     """Final hidden states over the suffixes of a fixed batch whose rows change only at blocks ``start``.. and
     only from each row's pivot on (see the module docstring). Suffix position 0 is every row's pivot."""
@@ -122,6 +140,28 @@ class SuffixForward:
         self.reads = {site: got[site][:, 0].float().clone() for site in reads}
         self.blocks = [module_at(model, site) for site in block_sites]
         self.final_norm = fam.module(model, fam.final_norm)
+
+    @property
+    def n_rows(self) -> int:
+        """How many rows each step runs through blocks ``start``.."""
+        return self.residual.shape[0]
+
+    def select_rows(self, rows: torch.Tensor) -> SuffixForward:
+        """This forward over ``rows`` only (indices of its rows, in that order), from what it recorded: the
+        same numbers for those rows, up to the rounding of matmuls of other shapes."""
+        if rows.numel() == 0:
+            raise ValueError("select at least one row")
+        rows = rows.to(self.residual.device)
+        picked = copy.copy(self)
+        picked.mask = self.mask[rows]
+        picked.prefix = [(keys[rows], values[rows]) if keys is not None else (None, None)
+                         for keys, values in self.prefix]
+        n_rows = self.n_rows
+        picked.calls = [ModuleCall(rows_of(call.args, rows, n_rows), rows_of(call.kwargs, rows, n_rows))
+                        for call in self.calls]
+        picked.residual = self.residual[rows]
+        picked.reads = {site: read[rows] for site, read in self.reads.items()}
+        return picked
 
     def hidden(self) -> torch.Tensor:
         """The last hidden state (after the final norm) over the suffixes, [rows, S, d_model]."""
