@@ -189,8 +189,8 @@ class FactBatch:
     stay per fact); a fact takes a step only while its loss is ≥ ``loss_threshold`` (:class:`FactAdam`
     keeps its own moments and step count) and, when maximising, leaves the batch after ``patience``
     sub-threshold iterations; the rows are rebuilt without it. When a request has Fact Forcing noise, every
-    fact keeps its own noise stream (seeded as :func:`~locedit.edit.forcing.edit_noise` seeds it) for the
-    whole training.
+    forward runs the whole model and each noised fact keeps its own noise stream (seeded as
+    :func:`~locedit.edit.forcing.edit_noise` seeds it) for the whole training.
     """
 
     def __init__(self, model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
