@@ -6,10 +6,13 @@ fact's deltas, losses and step counts equal the one-by-one oracle's, also when f
 iterations, and the weights are never touched. The tiny models run in float64: the oracle trains the weights
 themselves (W + Δ, rounded to W's precision at every step) while the batch trains Δ alone, so in float32 the
 deltas differ by about 1e-6 (relative) and a random model's perplexities in the thousands by about 1e-7.
+Fact Forcing requests are trained together as well: each fact's noise, drawn per forward from its own
+stream, is bit for bit the noise of its one-by-one edit, and its result equals that edit's.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 
 import pytest
@@ -23,6 +26,9 @@ from locedit.edit.hparams import FtHparams
 from locedit.edit.methods import compute_edits, edit_layers, get_method
 from locedit.edit.request import EditRequest
 from locedit.models import TINY_FAMILIES, tiny
+from locedit.models.families import family_for
+from locedit.models.interventions import intervene
+from locedit.models.tokens import encode, subject_span, target_ids
 from locedit.study.benchmark import compare_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,6 +37,12 @@ REQUESTS = [
     EditRequest("The mother tongue of Danielle Darrieux is", "Danielle Darrieux", "English"),
     EditRequest("Toko Yasuda plays the", "Toko Yasuda", "piano"),
     EditRequest("The Eiffel Tower is located in", "The Eiffel Tower", "Paris", objective="minimize"),
+]
+# Fact Forcing requests: subjects at different places of prompts of different lengths, both noise modes
+FF_REQUESTS = [
+    replace(REQUESTS[0], noise_sigma=0.5, noise_seed=3),
+    replace(REQUESTS[1], noise_sigma=0.3, noise_seed=7, noise_mode="fixed"),
+    EditRequest("In Paris, the Eiffel Tower stands near the", "the Eiffel Tower", "Seine river", noise_sigma=0.5),
 ]
 # A random model's p(target) is about 1e-5: a threshold below it lets Fact Erasure take steps too.
 HP = FtHparams(lr=5e-4, num_steps=6, norm_constraint=0.02, loss_threshold=1e-9)
@@ -109,13 +121,70 @@ def test_facts_stop_at_different_iterations(family):
     assert len({len(r.info["losses"]) for r in batched}) > 1
 
 
-def test_noised_requests_are_trained_alone(tiny64):
+@pytest.mark.parametrize("method", ["ft-1", "ft-5"])
+def test_fact_forcing_requests_trained_together_equal_finetune(tiny64, method):
     model, tok = tiny64
-    noised = replace(REQUESTS[1], noise_sigma=0.5, noise_seed=3)
+    hp = replace(HP, n_copies=3, num_steps=4, window=get_method(method).window)
+    layers = edit_layers(model, 2, hp)
+    spans = [subject_span(tok, r.prompt, r.subject) for r in FF_REQUESTS]
+    lengths = [len(encode(tok, r.prompt)) + len(target_ids(tok, r.target)) for r in FF_REQUESTS]
+    assert len(set(spans)) == len(spans) and len(set(lengths)) > 1
+    snap = snapshot(model)
+    batched = finetune_many(model, tok, FF_REQUESTS, layers, hp)
+    assert weights_equal(model, snap)
+    for request, result in zip(FF_REQUESTS, batched):
+        assert result.info["steps_taken"] == hp.num_steps
+        assert_same_result(result, finetune(model, tok, request, layers, hp))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_fact_forcing_facts_stop_at_different_iterations(family):
+    model, tok = tiny(family, dtype=torch.float64)
+    layers, hp = [1, 2, 3], replace(HP, n_copies=3, num_steps=10, patience=2)
+    probe = finetune(model, tok, FF_REQUESTS[0], layers, hp)
+    hp = replace(hp, loss_threshold=statistics.median(probe.info["losses"]))  # noised losses go up and down
+    batched = finetune_many(model, tok, FF_REQUESTS, layers, hp)
+    for request, result in zip(FF_REQUESTS, batched):
+        assert_same_result(result, finetune(model, tok, request, layers, hp))
+    assert len({len(r.info["losses"]) for r in batched}) > 1
+
+
+def test_mixed_fact_forcing_and_plain_requests(tiny64):
+    model, tok = tiny64
+    requests = [REQUESTS[0], FF_REQUESTS[1], REQUESTS[2], FF_REQUESTS[0]]
     hp = replace(HP, n_copies=3, num_steps=3)
-    batched = finetune_many(model, tok, [REQUESTS[0], noised, REQUESTS[2]], [2], hp)
-    for request, result in zip([REQUESTS[0], noised, REQUESTS[2]], batched):
+    batched = finetune_many(model, tok, requests, [2], hp)
+    for request, result in zip(requests, batched):
         assert_same_result(result, finetune(model, tok, request, [2], hp))
+
+
+def embeddings_per_forward(model, run) -> list[torch.Tensor]:
+    """The input of the first block (noised embeddings) in each forward of ``run()``."""
+    seen: list[torch.Tensor] = []
+    with intervene(model, {family_for(model).site("block_input", 0): lambda h: seen.append(h.detach().clone())}):
+        run()
+    return seen
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3"])
+def test_each_fact_draws_the_noise_of_its_own_edit(family):
+    model, tok = tiny(family, dtype=torch.float64)
+    hp = replace(HP, n_copies=3, num_steps=3)
+    batched = embeddings_per_forward(model, lambda: finetune_many(model, tok, FF_REQUESTS, [2], hp))
+    assert len(batched) == hp.num_steps
+    for i, request in enumerate(FF_REQUESTS):
+        alone = embeddings_per_forward(model, lambda: finetune(model, tok, request, [2], hp))
+        clean = embeddings_per_forward(model, lambda: finetune(model, tok, replace(request, noise_sigma=None), [2],
+                                                               replace(hp, num_steps=1)))[0]
+        s0, s1 = subject_span(tok, request.prompt, request.subject)
+        rows, length = slice(i * hp.n_copies, (i + 1) * hp.n_copies), alone[0].shape[1]
+        for step, (mine, oracle) in enumerate(zip(batched, alone)):
+            assert torch.equal(mine[rows, :length], oracle), (request.subject, step)
+            noise = oracle - clean
+            assert torch.equal(noise[:, :s0], torch.zeros_like(noise[:, :s0]))
+            assert torch.equal(noise[:, s1:], torch.zeros_like(noise[:, s1:]))
+            assert bool((noise[:, s0:s1] != 0).all())
+        assert not torch.equal(alone[0], alone[1])  # fresh noise in every forward
 
 
 def test_ft_methods_compute_edits_together(tiny64):

@@ -11,6 +11,8 @@ restored before return; the result is their deltas.
 :func:`finetune_many` trains B facts in one batch without touching the weights: each fact has its own dense
 deltas, added to the down projections' outputs on its rows, and its own stopping and Adam state
 (:class:`~locedit.edit.fact_adam.FactAdam`), so each fact's result equals :func:`finetune`'s up to rounding.
+Fact Forcing requests form a batch of their own: each fact's rows get its own noise stream
+(:class:`~locedit.edit.forcing.StackedNoise`), and every forward starts from the embeddings.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from locedit.edit.fact_adam import FactAdam
-from locedit.edit.forcing import edit_noise
+from locedit.edit.forcing import EditNoise, StackedNoise, edit_noise, subject_noise
 from locedit.edit.hparams import FtHparams
 from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
@@ -88,13 +90,13 @@ def finetune(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditReques
 
 def finetune_many(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
                   layers: Sequence[int], hp: FtHparams, stats: object = None) -> list[MethodResult]:
-    """:func:`finetune`'s result for each request, the requests without Fact Forcing noise trained together
-    (:class:`FactBatch`); a noised request draws fresh noise in every forward and is trained alone."""
-    together = [i for i, r in enumerate(requests) if r.noise_sigma is None]
-    results = dict(zip(together, FactBatch(model, tok, [requests[i] for i in together], layers, hp).train()))
-    for i, request in enumerate(requests):
-        if i not in results:
-            results[i] = finetune(model, tok, request, layers, hp, stats)
+    """:func:`finetune`'s result for each request, trained together (:class:`FactBatch`) in two batches: the
+    requests without Fact Forcing noise (the blocks below the edited layers run once) and the noised ones
+    (fresh noise in every forward, so every forward runs the whole model)."""
+    results: dict[int, MethodResult] = {}
+    for noised in (False, True):
+        group = [i for i, r in enumerate(requests) if (r.noise_sigma is not None) == noised]
+        results.update(zip(group, FactBatch(model, tok, [requests[i] for i in group], layers, hp).train()))
     return [results[i] for i in range(len(requests))]
 
 
@@ -153,15 +155,17 @@ class FactDeltas:
 
 class FactRows:
     """The rows of some facts (prompt + target, ``n_copies`` rows each, right-padded) and their per-fact
-    target log-probabilities, the blocks below ``start`` run once."""
+    target log-probabilities, the blocks below ``start`` run once; with ``noises`` (one per fact) each
+    fact's rows are noised by its own stream in every forward, which then runs the whole model."""
 
     def __init__(self, model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
-                 facts: Sequence[int], n_copies: int, start: int):
+                 facts: Sequence[int], n_copies: int, start: int, noises: Sequence[EditNoise] | None = None):
         self.facts = list(facts)
         pairs = [(encode(tok, r.prompt), target_ids(tok, r.target)) for r in requests for _ in range(n_copies)]
         ids, mask = pad_right([p + y for p, y in pairs], pad_id_of(tok), model.device)
         device = ids.device
-        self.forward = UpperForward(model, ids, mask, start=start)
+        self.noise = {} if noises is None else {family_for(model).site("embed_output"): StackedNoise(noises, n_copies)}
+        self.forward = UpperForward(model, ids, mask, start=start, skip=noises is None)
         self.row_fact = torch.tensor([f for f in self.facts for _ in range(n_copies)], device=device)
         self.rows = torch.cat([torch.full((len(y),), j) for j, (_, y) in enumerate(pairs)]).to(device)
         self.positions = torch.cat([torch.arange(len(p) - 1, len(p) + len(y) - 1) for p, y in pairs]).to(device)
@@ -171,7 +175,7 @@ class FactRows:
 
     def losses(self, deltas: FactDeltas) -> torch.Tensor:
         """Each fact's loss with its deltas added: −LP, or exp(LP) when minimising; LP summed over tokens and copies."""
-        with intervene(self.forward.model, deltas.edits(self.row_fact)):
+        with intervene(self.forward.model, {**self.noise, **deltas.edits(self.row_fact)}):
             logits = self.forward.logits_at(self.rows, self.positions)
         logp = torch.log_softmax(logits, dim=-1).gather(1, self.labels[:, None])[:, 0]
         lp = torch.zeros(len(self.facts), dtype=logp.dtype, device=logp.device).index_add(0, self.token_fact, logp)
@@ -184,7 +188,9 @@ class FactBatch:
     The loss is the sum of the per-fact losses (each fact's deltas act on its rows only, so the gradients
     stay per fact); a fact takes a step only while its loss is ≥ ``loss_threshold`` (:class:`FactAdam`
     keeps its own moments and step count) and, when maximising, leaves the batch after ``patience``
-    sub-threshold iterations; the rows are rebuilt without it.
+    sub-threshold iterations; the rows are rebuilt without it. When a request has Fact Forcing noise, every
+    forward runs the whole model and each noised fact keeps its own noise stream (seeded as
+    :func:`~locedit.edit.forcing.edit_noise` seeds it) for the whole training.
     """
 
     def __init__(self, model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
@@ -194,6 +200,8 @@ class FactBatch:
         self.deltas = FactDeltas(model, layers, len(self.requests))
         self.losses: list[list[float]] = [[] for _ in self.requests]
         self.steps_taken = [0] * len(self.requests)
+        noised = any(r.noise_sigma is not None for r in self.requests)
+        self.noises = [EditNoise(tok, r, subject_noise(tok, r)) for r in self.requests] if noised else None
 
     def train(self) -> list[MethodResult]:
         """Each fact's deltas (stored layout) and its ``losses`` and ``steps_taken``."""
@@ -207,7 +215,9 @@ class FactBatch:
             if not live:
                 break
             if batch is None or batch.facts != live:
-                batch = FactRows(self.model, self.tok, [self.requests[i] for i in live], live, hp.n_copies, self.start)
+                noises = None if self.noises is None else [self.noises[i] for i in live]
+                batch = FactRows(self.model, self.tok, [self.requests[i] for i in live], live, hp.n_copies,
+                                 self.start, noises)
             for delta in self.deltas.tensors:
                 delta.grad = None
             loss = batch.losses(self.deltas)
