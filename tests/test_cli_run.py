@@ -15,6 +15,7 @@ from locedit.cli.main import app
 from locedit.data.fact import Fact
 from locedit.experiment.config import dump_toml, parse_config
 from locedit.experiment.demo import demo_config, demo_config_text
+from locedit.experiment.manifest import git_commit
 from locedit.experiment.schema import TABLES
 
 runner = CliRunner()
@@ -96,6 +97,9 @@ def test_run_resume_export_and_foreign_config(tmp_path):
     again = runner.invoke(app, ["run", str(config), "--out", str(out), "--json", "--no-progress"])
     resumed = json.loads(again.stdout)
     assert resumed["editing"]["done"] == 0 and resumed["editing"]["skipped"] == 8
+    sessions = json.loads((out / "manifest.json").read_text())["sessions"]
+    assert len(sessions) == 2  # each session records the code it ran (a resumed run may run newer code)
+    assert all(s["git_commit"] == manifest["git_commit"] == git_commit() for s in sessions)
 
     other = _config(tmp_path, layers=[2])
     assert "not of this config" in _one_line_error(runner.invoke(app, ["run", str(other), "--out", str(out)]))

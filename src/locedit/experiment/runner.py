@@ -35,7 +35,7 @@ from locedit.data import Fact
 from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths, tiny_family
 from locedit.experiment.executors import executor_for
 from locedit.experiment.killpoints import checkpoint
-from locedit.experiment.manifest import check_run_dir, new_manifest, write_manifest
+from locedit.experiment.manifest import check_run_dir, git_commit, new_manifest, write_manifest
 from locedit.experiment.selection import select_facts
 from locedit.experiment.store import Store, run_lock
 from locedit.experiment.sweep import Executor, SweepSummary, progress_bar, run_items
@@ -146,7 +146,7 @@ def _run_locked(cfg: ExperimentConfig, run_dir: Path, store: Store, executor: Ex
 
     manifest = check_run_dir(run_dir, cfg) or new_manifest(cfg, device=cfg.model.device)
     session: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "facts": len(facts),
-                               "backend": executor.name}
+                               "backend": executor.name, "git_commit": git_commit()}
     manifest["sessions"].append(session)
     write_manifest(run_dir, manifest)
     checkpoint("run:manifest-written")
