@@ -19,6 +19,7 @@ from locedit.experiment.config import dump_toml, parse_config
 from locedit.experiment.manifest import new_manifest, read_manifest, write_manifest
 from locedit.experiment.progress import RunStatus, latest_session_rate, run_status
 from locedit.experiment.store import Store
+from test_cli_run import _one_line_error
 
 runner = CliRunner()
 
@@ -74,14 +75,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def _db_units(run_dir: Path) -> dict[str, float]:
     with sqlite3.connect(f"file:{run_dir / 'results.sqlite'}?mode=ro", uri=True) as conn:
         return dict(conn.execute("SELECT unit, seconds FROM units").fetchall())
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
