@@ -9,8 +9,7 @@ import pytest
 
 from locedit.edit.methods import METHODS
 from locedit.edit.problems import PROBLEMS, get_problem
-from locedit.experiment.config import (ConfigError, ExperimentConfig, dump_toml, load_config, parse_config,
-                                       tiny_family)
+from locedit.experiment.config import ConfigError, ExperimentConfig, dump_toml, load_config, parse_config
 from locedit.experiment.demo import demo_config
 from locedit.experiment.manifest import RunDirError, check_run_dir, new_manifest, write_manifest
 from locedit.experiment.runner import check_layers, preflight
@@ -140,8 +139,3 @@ def test_overrides_merge_stats_common_and_problem():
                                                                 "kl_factor": 1.0}
     assert hparam_overrides(cfg, "rome", "fact-forcing")["kl_factor"] == 0.5
     assert hparam_overrides(cfg, "ft-1", "fact-forcing") == {}
-
-
-def test_tiny_family():
-    assert tiny_family("tiny:gptj") == "gptj"
-    assert tiny_family("smollm2-135m") is None

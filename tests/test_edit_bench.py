@@ -35,18 +35,31 @@ def test_compare_method_finds_equal_vectors_and_scores(method, key, tiny_llama, 
 
 def test_bench_edit_compare_through_the_cli():
     result = CliRunner().invoke(app, ["bench", "edit", "--model", "tiny:llama", "--compare", "--batch", "2",
-                                      "--facts", "2", "--method", "ft-1", "--layer", "2", "--json"])
+                                      "--batch", "1", "--facts", "2", "--method", "ft-1", "--layer", "2", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
     assert report["model"] == "tiny:llama" and report["batch"] == 2 and report["facts"] == 2
-    assert report["matmul_gflops_per_s"] > 0 and list(report["methods"]) == ["ft-1"]
+    assert report["batches"] == [2, 1] and report["matmul_gflops_per_s"] > 0 and list(report["methods"]) == ["ft-1"]
     ft = report["methods"]["ft-1"]
     assert FIELDS <= set(ft) and ft["max_rel_diff"] is None and ft["compared"] == 2
+    assert list(ft["by_batch"]) == ["2", "1"] and ft["by_batch"]["2"]["fast_seconds"] == ft["fast_seconds"]
+    assert all(b["compared"] == 2 and b["fast_failed"] == 0 for b in ft["by_batch"].values())
     # essence on: FT-1's batched path trains the deltas (the oracle W + Δ), so the float32 rounding of a random
     # model's perplexity in the thousands (about 1e-7 of it) shows; test_ft_batched bounds every column to 1e-4
     # in float64
     ppl = ft["max_score_diff_column"] in ("essence_ppl_pre", "essence_ppl_post")
     assert ft["max_score_diff"] < (1e-2 if ppl else 1e-4)
+
+
+def test_oracle_facts_times_the_oracle_on_the_first_facts_only(tiny_llama, corpus_file):
+    model, tok = tiny_llama
+    hp = {"v_num_grad_steps": 2, "mom2_corpus": str(corpus_file), "mom2_n_tokens": 1500}
+    report = compare_method(model, tok, load_demo_facts()[:3], "rome", 2, "error-injection", batch=[3, 2],
+                            hparams=hp, settings=SessionSettings(essence=False), oracle_facts=1)
+    assert report["oracle_facts"] == 1 and report["compared"] == 1
+    for figures in report["by_batch"].values():  # speed-up per edit: the oracle's 1 fact against the batched 3
+        assert figures["speedup"] == pytest.approx(report["oracle_seconds"] / figures["fast_seconds"])
+        assert figures["max_rel_diff"] < 1e-4
 
 
 def test_bench_edit_rejects_a_bad_batch():

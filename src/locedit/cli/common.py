@@ -28,7 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "LOCEDIT_DEBUG"
 
 ModelOpt = typer.Option("smollm2-135m", "--model", "-m",
-                        help="HF id, local folder, alias (see `locedit models`) or tiny:<family> (random weights).")
+                        help="HF id, local folder, alias (see `locedit models`), tiny:<family> or "
+                        "random:<gptj-6b, gpt2-xl or config.json> (random weights).")
 DeviceOpt = typer.Option("cpu", "--device", help="torch device: cpu, cuda, cuda:1, ...")
 DtypeOpt = typer.Option("float32", "--dtype", help="float32 (reference fidelity), bfloat16 or float16.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
@@ -247,19 +248,11 @@ def _jsonable(o: Any) -> Any:
 
 
 def load(model: str, device: str, dtype: str):
-    """Check device and dtype, then load a model (or build ``tiny:<family>``) with a status line on stderr."""
-    from locedit.experiment.config import tiny_family
+    """Check device and dtype, then load a model (or build a ``tiny:`` or ``random:`` one) with a status line on
+    stderr."""
+    from locedit.models.specs import load_spec
 
     check_device(device)
     check_dtype(dtype)
-    family = tiny_family(model)
     with console.status(f"loading {model} ..."):
-        if family is not None:
-            from locedit.models import tiny
-            from locedit.models.loading import parse_dtype
-
-            m, tok = tiny(family, dtype=parse_dtype(dtype))
-            return m.to(device), tok
-        from locedit.models import load_model
-
-        return load_model(model, device=device, dtype=dtype)
+        return load_spec(model, device, dtype)

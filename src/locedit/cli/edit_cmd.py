@@ -237,7 +237,7 @@ def _print_edit(r: dict) -> None:
 
 # -- locedit bench edit --------------------------------------------------------------------------------
 
-def _stats_seconds(m, tok, layer: int) -> dict[str, Any]:
+def _stats_seconds(m, tok, layer: int, n_tokens: Optional[int]) -> dict[str, Any]:
     """Seconds to accumulate one layer's key statistics (uncached) and to invert them."""
     import torch
 
@@ -245,7 +245,7 @@ def _stats_seconds(m, tok, layer: int) -> dict[str, Any]:
     from locedit.edit.stats import accumulate_second_moments, moments_for
 
     hp = resolve_hparams("rome", m)
-    store = moments_for(m, tok, hp.mom2_corpus, hp.mom2_n_tokens)
+    store = moments_for(m, tok, hp.mom2_corpus, n_tokens or hp.mom2_n_tokens)
     start = time.perf_counter()
     c = accumulate_second_moments(m, tok, [layer], store.corpus, store.info.n_tokens,
                                   max_doc_tokens=store.info.max_doc_tokens)[layer]
@@ -267,7 +267,15 @@ def bench_edit(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Facts file (default: the demo facts)."),
     compare: bool = typer.Option(False, "--compare", help="Time the one-by-one path (the oracle) against the batched "
                                  "one on the same facts: speed-up, largest v*/z and score differences, FLOP rate, memory."),
-    batch: int = typer.Option(8, "--batch", "-b", help="Facts per batch of the batched path (with --compare)."),
+    batches: Optional[list[int]] = typer.Option(None, "--batch", "-b", help="Facts per batch of the batched path "
+                                               "(with --compare; default 8); repeat it to time several sizes."),
+    oracle_facts: Optional[int] = typer.Option(None, "--oracle-facts", help="Time the oracle on the first N facts "
+                                               "only (with --compare; default: all of --facts)."),
+    essence: bool = typer.Option(True, "--essence/--no-essence", help="Score essence (sampled texts before and "
+                                 "after each edit; the slowest part of an evaluation on a large model)."),
+    mom2_tokens: Optional[int] = typer.Option(None, "--mom2-tokens", help="Tokens of the key statistics of ROME "
+                                              "and MEMIT (default: the model's table). Fewer only shortens the "
+                                              "untimed statistics pass; the timed edits do the same work."),
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
     json_out: bool = JsonOpt,
@@ -281,7 +289,13 @@ def bench_edit(
         _methods().get(name)
     _problems().get(problem)
     check_range("--facts", facts, 1)
-    check_range("--batch", batch, 1)
+    batches = batches or [8]
+    for size in batches:
+        check_range("--batch", size, 1)
+    if oracle_facts is not None:
+        check_range("--oracle-facts", oracle_facts, 1)
+    if mom2_tokens is not None:
+        check_range("--mom2-tokens", mom2_tokens, 1)
     check_input("--dataset", Path(dataset) if dataset else None)
     check_device(device)
     check_dtype(dtype)
@@ -289,11 +303,13 @@ def bench_edit(
     m, tok = load(model, device, dtype)
     layer = default_layer(m) if layer is None else layer
     pool = (load_facts(dataset) if dataset else load_demo_facts())[:facts]
+    hparams = {name: {"mom2_n_tokens": mom2_tokens} for name in chosen
+               if mom2_tokens is not None and _methods().get(name).uses_stats}
     if compare:
-        _bench_compare(m, tok, model, pool, chosen, layer, problem, batch, json_out)
+        _bench_compare(m, tok, model, pool, chosen, layer, problem, batches, oracle_facts, hparams, essence, json_out)
         return
-    session = session_for(m, tok)
-    stats = _stats_seconds(m, tok, layer)
+    session = session_for(m, tok, essence=essence)
+    stats = _stats_seconds(m, tok, layer, mom2_tokens)
     per_method: dict[str, dict[str, Any]] = {}
     pre_seconds = []
     for f in pool:  # the pre-edit evaluation (essence sampling included) is paid once per fact
@@ -302,11 +318,11 @@ def bench_edit(
         pre_seconds.append(time.perf_counter() - start)
     for name in chosen:
         if _methods().get(name).uses_stats:  # one-time costs (templates, statistics, inverse) outside the timings
-            session.edit_and_evaluate(pool[0], name, layer, problem)
+            session.edit_and_evaluate(pool[0], name, layer, problem, hparams.get(name))
         walls, edits, evals, scores = [], [], [], []
         for f in pool:
             start = time.perf_counter()
-            row = session.edit_and_evaluate(f, name, layer, problem)
+            row = session.edit_and_evaluate(f, name, layer, problem, hparams.get(name))
             walls.append(time.perf_counter() - start)
             edits.append(row.edit_seconds)
             evals.append(row.eval_seconds)
@@ -336,12 +352,21 @@ def bench_edit(
               f"+ {stats['invert_float64_seconds']:.2f} s inverse")
 
 
-def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, problem: str, batch: int,
-                   json_out: bool) -> None:
+def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, problem: str, batches: list[int],
+                   oracle_facts: Optional[int], hparams: dict[str, dict], essence: bool, json_out: bool) -> None:
     from locedit.study.benchmark import bench_edit_compare
+    from locedit.study.session import SessionSettings
 
-    with console.status(f"comparing {', '.join(methods)} one by one and {batch} at a time ..."):
-        result = bench_edit_compare(m, tok, pool, methods, layer, problem, batch=batch)
+    def done(method: str, r: dict) -> None:  # each method's figures as soon as they are measured
+        batched = "; ".join(f"{b['fast_seconds']:.3f} s ({b['speedup']:.2f}x) at {size}"
+                            for size, b in r["by_batch"].items())
+        console.print(f"{method}: oracle {r['oracle_seconds']:.3f} s / edit; batched {batched}")
+
+    sizes = ", ".join(map(str, batches))
+    with console.status(f"comparing {', '.join(methods)} one by one and {sizes} at a time ..."):
+        result = bench_edit_compare(m, tok, pool, methods, layer, problem, batch=batches, hparams=hparams,
+                                    settings=SessionSettings(essence=essence), oracle_facts=oracle_facts,
+                                    on_method=done)
     result["model"] = model
     if json_out:
         print_json(result)
@@ -349,16 +374,19 @@ def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, pro
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{model}, layer {layer}, {problem}, {result['facts']} facts, batches of {batch} "
+    table = Table(title=f"{model}, layer {layer}, {problem}, {result['facts']} facts "
                         f"({result['device']}, {result['dtype']})")
-    for col in ("method", "oracle s / edit", "batched s / edit", "speed-up", "max rel. diff v*/z", "max score diff",
-                "batched GFLOP/s", "peak MiB oracle / batched", "failed oracle / batched"):
+    for col in ("method", "batch", "oracle s / edit", "batched s / edit", "speed-up", "max rel. diff v*/z",
+                "max score diff", "batched GFLOP/s", "peak MiB oracle / batched", "failed oracle / batched"):
         table.add_column(col, justify="right")
     for name, r in result["methods"].items():
-        table.add_row(name, f"{r['oracle_seconds']:.3f}", f"{r['fast_seconds']:.3f}", f"{r['speedup']:.2f}x",
-                      _fmt(r["max_rel_diff"]), _fmt(r["max_score_diff"]), f"{r['fast_gflops_per_s']:.2f}",
-                      f"{r['peak_memory_mib']['oracle']:.0f} / {r['peak_memory_mib']['fast']:.0f}",
-                      f"{r['oracle_failed']} / {r['fast_failed']}")
+        for size, b in r["by_batch"].items():
+            first = size == str(result["batch"])
+            table.add_row(name, size, f"{r['oracle_seconds']:.3f}", f"{b['fast_seconds']:.3f}", f"{b['speedup']:.2f}x",
+                          _fmt(b["max_rel_diff"]), _fmt(b["max_score_diff"]),
+                          f"{r['fast_gflops_per_s']:.2f}" if first else "",
+                          f"{r['peak_memory_mib']['oracle']:.0f} / {b['peak_memory_mib_fast']:.0f}",
+                          f"{r['oracle_failed']} / {b['fast_failed']}")
     out = Console()
     out.print(table)
     out.print(f"plain matmul: {result['matmul_gflops_per_s']:.2f} GFLOP/s; pre-edit evaluations cached before timing")

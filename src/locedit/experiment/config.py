@@ -20,7 +20,6 @@ from locedit.edit.methods import METHODS
 from locedit.edit.problems import PROBLEMS
 from locedit.paths import data_dir
 
-TINY_PREFIX = "tiny:"
 COUNTERFACT_FILES = ("counterfact_mend_edit.json", "counterfact_mend_train.json", "counterfact_mend_val.json")
 ZSRE_FILE = "zsre_mend_train_1k.json"
 
@@ -34,7 +33,8 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """The model: an HF id, a local folder, an alias, or ``tiny:<family>`` (random weights, for tests)."""
+    """The model: an HF id, a local folder, an alias, ``tiny:<family>`` (random weights, for tests) or
+    ``random:<preset or config.json>`` (a real architecture with random weights, for timings)."""
 
     name: str = "smollm2-135m"
     device: str = "cpu"
@@ -259,11 +259,6 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def tiny_family(model_name: str) -> str | None:
-    """``'llama'`` for ``'tiny:llama'``, else None."""
-    return model_name[len(TINY_PREFIX):] if model_name.startswith(TINY_PREFIX) else None
 
 
 def data_paths(source: str | list[str]) -> list[Path] | None:

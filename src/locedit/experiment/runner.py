@@ -32,7 +32,7 @@ from rich.console import Console
 from transformers import AutoConfig
 
 from locedit.data import Fact
-from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths, tiny_family
+from locedit.experiment.config import ConfigError, ExperimentConfig, data_paths
 from locedit.experiment.executors import executor_for
 from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.manifest import check_run_dir, git_commit, new_manifest, write_manifest
@@ -42,7 +42,7 @@ from locedit.experiment.sweep import Executor, SweepSummary, progress_bar, run_i
 from locedit.experiment.work import EditUnit, edit_grid, edit_groups, trace_items, trace_unit_name
 from locedit.experiment.worker import edit_eligible
 from locedit.models.loading import resolve_source
-from locedit.models.tiny import N_LAYERS
+from locedit.models.specs import spec_n_layers
 
 
 @dataclass
@@ -77,8 +77,12 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 # --------------------------------------------------------------------------------------------- checks
 def model_n_layers(name: str) -> int:
     """Number of blocks of a configured model, read from its config (no weights loaded)."""
-    if tiny_family(name) is not None:
-        return N_LAYERS
+    try:
+        n = spec_n_layers(name)
+    except ValueError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    if n is not None:
+        return n
     source, local_only = resolve_source(name)
     return int(AutoConfig.from_pretrained(source, local_files_only=local_only).num_hidden_layers)
 

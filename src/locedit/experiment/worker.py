@@ -20,13 +20,12 @@ from locedit.data.filters import correctness_filter, erasure_filter
 from locedit.edit.methods import Method, edit_layers, get_method, resolve_hparams
 from locedit.edit.problems import Problem, get_problem
 from locedit.edit.stats import moments_for
-from locedit.experiment.config import ExperimentConfig, tiny_family
+from locedit.experiment.config import ExperimentConfig
 from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.sweep import SweepAbort, error_line, seed_everything
 from locedit.experiment.work import Rows, UnitResult, WorkItem, edit_unit_name, trace_unit_name
 from locedit.localize.causal_trace import trace, zero
-from locedit.models.loading import load_model, parse_dtype
-from locedit.models.tiny import tiny
+from locedit.models.specs import load_spec
 from locedit.study.edit_row import EditRow
 from locedit.study.session import EditSession, session_for, store_row
 
@@ -76,12 +75,8 @@ def edit_eligible(cfg: ExperimentConfig, fact_row: dict[str, Any], method: str, 
 
 
 def load_configured_model(cfg: ExperimentConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The configured model; ``tiny:<family>`` builds a random-weight tiny model (seed 0)."""
-    family = tiny_family(cfg.model.name)
-    if family is None:
-        return load_model(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
-    model, tok = tiny(family, dtype=parse_dtype(cfg.model.dtype))
-    return model.to(cfg.model.device), tok
+    """The configured model; ``tiny:`` and ``random:`` names build random weights (seed 0)."""
+    return load_spec(cfg.model.name, device=cfg.model.device, dtype=cfg.model.dtype)
 
 
 class Experiment:

@@ -100,16 +100,35 @@ def _max(values: Sequence[float | None]) -> float | None:
     return max(present) if present else None
 
 
+def _fast_figures(oracle: list, fast: list, fast_s: float, n_oracle: int, oracle_s: float, n: int,
+                  peak: float) -> dict[str, Any]:
+    """The batched path's figures against the oracle: seconds per edit, speed-up, differences, failures."""
+    pairs = [(a, b) for a, b in zip(oracle, fast) if isinstance(a, EditOutcome) and isinstance(b, EditOutcome)]
+    worst = max((score_diff(a, b) for a, b in pairs), default=(None, None))
+    per_edit = fast_s / n
+    return {"fast_seconds": per_edit, "speedup": oracle_s / n_oracle / per_edit if per_edit else float("nan"),
+            "max_rel_diff": _max([vector_rel_diff(a, b) for a, b in pairs]), "max_score_diff": worst[0],
+            "max_score_diff_column": worst[1], "compared": len(pairs),
+            "fast_failed": sum(isinstance(o, Exception) for o in fast), "peak_memory_mib_fast": peak}
+
+
 def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact], method: str, layer: int,
-                   problem: str, *, batch: int, hparams: HparamsArg = None,
-                   settings: SessionSettings = SessionSettings()) -> dict[str, Any]:
-    """One method's comparison (see the module docstring); each path has its own session and caches."""
+                   problem: str, *, batch: int | Sequence[int], hparams: HparamsArg = None,
+                   settings: SessionSettings = SessionSettings(), oracle_facts: int | None = None) -> dict[str, Any]:
+    """One method's comparison (see the module docstring); each path has its own session and caches.
+
+    ``batch``: facts per batch of the batched path, or several sizes, each timed on all ``facts`` (the
+    top-level figures are the first size's, ``by_batch`` has each). ``oracle_facts``: time the oracle on the
+    first so many facts only (all by default); differences are taken over those.
+    """
+    batches = [batch] if isinstance(batch, int) else list(batch)
     oracle_session, fast_session = EditSession(model, tok, settings), EditSession(model, tok, settings)
     hp = oracle_session.hparams(method, problem, hparams)
     oracle_hp = replace(hp, engine="oracle") if "engine" in {f.name for f in fields(hp)} else hp
+    oracle_pool = list(facts[:oracle_facts or len(facts)])
     prepared = [oracle_session.prepare(f, problem, hp) for f in facts]
     start = time.perf_counter()
-    for p in prepared:
+    for p in prepared[:len(oracle_pool)]:
         oracle_session.evaluator.pre(p)
     pre_oracle = time.perf_counter() - start
     start = time.perf_counter()
@@ -117,45 +136,50 @@ def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: 
     pre_fast = time.perf_counter() - start
     _oracle(oracle_session, facts[:1], method, layer, problem, oracle_hp)  # warm-up: statistics, templates, inverses
     dev = model.device
-    oracle, oracle_s, oracle_peak = _timed(lambda: _oracle(oracle_session, facts, method, layer, problem, oracle_hp), dev)
-    fast, fast_s, fast_peak = _timed(lambda: _batched(fast_session, facts, method, layer, problem, hp, batch), dev)
+    oracle, oracle_s, oracle_peak = _timed(lambda: _oracle(oracle_session, oracle_pool, method, layer, problem,
+                                                           oracle_hp), dev)
+    n, n_oracle = len(facts), len(oracle_pool)
+    by_batch = {}
+    for size in batches:
+        fast, fast_s, fast_peak = _timed(lambda: _batched(fast_session, facts, method, layer, problem, hp, size), dev)
+        by_batch[size] = _fast_figures(oracle, fast, fast_s, n_oracle, oracle_s, n, fast_peak)
     counter = FlopCounterMode(display=False)
     with counter:
-        _batched(fast_session, facts, method, layer, problem, hp, batch)
+        _batched(fast_session, facts, method, layer, problem, hp, batches[0])
     flops = int(counter.get_total_flops())
-    pairs = [(a, b) for a, b in zip(oracle, fast) if isinstance(a, EditOutcome) and isinstance(b, EditOutcome)]
-    worst = max((score_diff(a, b) for a, b in pairs), default=(None, None))
-    n = len(facts)
+    first = by_batch[batches[0]]
     return {
-        "oracle_seconds": oracle_s / n, "fast_seconds": fast_s / n,
-        "speedup": oracle_s / fast_s if fast_s else float("nan"),
-        "max_rel_diff": _max([vector_rel_diff(a, b) for a, b in pairs]),
-        "max_score_diff": worst[0], "max_score_diff_column": worst[1],
-        "compared": len(pairs), "oracle_failed": sum(isinstance(o, Exception) for o in oracle),
-        "fast_failed": sum(isinstance(o, Exception) for o in fast),
-        "pre_eval_seconds_per_fact": {"oracle": pre_oracle / n, "fast": pre_fast / n},
-        "fast_gflop_per_edit": flops / n / 1e9, "fast_gflops_per_s": flops / fast_s / 1e9 if fast_s else float("nan"),
-        "peak_memory_mib": {"oracle": oracle_peak, "fast": fast_peak},
+        "oracle_seconds": oracle_s / n_oracle, "oracle_facts": n_oracle,
+        **{k: v for k, v in first.items() if k != "peak_memory_mib_fast"},
+        "oracle_failed": sum(isinstance(o, Exception) for o in oracle),
+        "pre_eval_seconds_per_fact": {"oracle": pre_oracle / n_oracle, "fast": pre_fast / n},
+        "fast_gflop_per_edit": flops / n / 1e9,
+        "fast_gflops_per_s": flops / n / first["fast_seconds"] / 1e9 if first["fast_seconds"] else float("nan"),
+        "peak_memory_mib": {"oracle": oracle_peak, "fast": first["peak_memory_mib_fast"]},
+        "by_batch": {str(size): figures for size, figures in by_batch.items()},
     }
 
 
 def bench_edit_compare(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact],
-                       methods: Sequence[str], layer: int, problem: str, *, batch: int,
+                       methods: Sequence[str], layer: int, problem: str, *, batch: int | Sequence[int],
                        hparams: dict[str, HparamsArg] | None = None, settings: SessionSettings = SessionSettings(),
+                       oracle_facts: int | None = None,
                        on_method: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """:func:`compare_method` for each method, with the machine, the matmul reference rate and the settings."""
+    batches = [batch] if isinstance(batch, int) else list(batch)
     matmul_before = matmul_gflops(model)
     per_method = {}
     for method in methods:
-        per_method[method] = compare_method(model, tok, facts, method, layer, problem, batch=batch,
-                                            hparams=(hparams or {}).get(method), settings=settings)
+        per_method[method] = compare_method(model, tok, facts, method, layer, problem, batch=batches,
+                                            hparams=(hparams or {}).get(method), settings=settings,
+                                            oracle_facts=oracle_facts)
         if on_method:
             on_method(method, per_method[method])
     matmul_after = matmul_gflops(model)
     return dict(
         model=str(model.config._name_or_path or model.config.model_type), device=str(model.device),
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""), layer=layer, problem=problem,
-        facts=len(facts), batch=batch, torch_threads=torch.get_num_threads(), machine=platform.platform(),
-        cpu=platform.processor() or platform.machine(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        facts=len(facts), batch=batches[0], batches=batches, torch_threads=torch.get_num_threads(),
+        machine=platform.platform(), cpu=platform.processor() or platform.machine(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         matmul_gflops_per_s=(matmul_before + matmul_after) / 2, methods=per_method,
     )
