@@ -1,7 +1,8 @@
 """``locedit bench edit --compare``: the oracle (:meth:`EditSession.run` per fact with ``engine="oracle"``: the
 full-sequence optimisation of :func:`locedit.edit.target_value.optimize_target_value`) against the fast path
 (:meth:`EditSession.run_many`, ``batch`` facts at a time: prefix reuse, batched δ, rank-one evaluation) on the
-same facts in one process.
+same facts in one process. Several batch sizes can be timed against one oracle run (``by_batch``), and the
+oracle can be limited to the first facts (``oracle_facts``) when it is slow, as on a 6B model.
 
 Per method: seconds per edit of each (edit + post-evaluation + restore; pre-edit evaluations are cached
 beforehand, one-time costs such as key statistics and templates are paid by a warm-up edit), the speed-up,
