@@ -186,7 +186,8 @@ def one_line_refusal(args: list[str], problem: str, fix: str, got: Outcome) -> s
     if (got.code == 2 and len(lines) == 1 and lines[0].startswith("error:") and problem in lines[0]
             and fix in lines[0] and "Traceback" not in got.stderr and not got.stdout):
         return None
-    return f"locedit {' '.join(a[:60] for a in args)}\n  -> rc {got.code}, stderr {got.stderr[-600:]!r}"
+    return (f"locedit {' '.join(a[:60] for a in args)}\n  -> rc {got.code}, stderr {got.stderr[-600:]!r}, "
+            f"stdout {got.stdout[-200:]!r}")
 
 
 def _filled(case, places: dict[str, str]) -> tuple[list[str], str, str]:
@@ -248,14 +249,14 @@ def test_library_chatter_only_with_verbose(tmp_path):
     (["trace", "-p", "-v"], False), ([], False), (["--help"], False),
 ])
 def test_verbose_is_read_before_the_command(args, verbose):
-    """The global -v is known before click builds the commands (whose help imports torch and tqdm)."""
+    """The global -v is known before click parses anything (the commands import torch and tqdm)."""
     from locedit.cli.main import verbose_requested
 
     assert verbose_requested(args) is verbose
 
 
 def test_dependency_progress_bars_stay_quiet_once_the_commands_are_built():
-    """Building the commands imports tqdm; its bars must still be off without -v and on with it."""
+    """Running a command imports tqdm; its bars must still be off without -v and on with it."""
     code = ("import sys; sys.argv = ['locedit', {flag}'models', '--json']\n"
             "from locedit.cli.main import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
@@ -264,3 +265,28 @@ def test_dependency_progress_bars_stay_quiet_once_the_commands_are_built():
         done = subprocess.run([sys.executable, "-c", code.format(flag=flag)], capture_output=True, text=True,
                               timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("TQDM")})
         assert f"BARS {shown}" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("args, shows", [(["--help"], "bench"), (["models", "--help"], "--json")])
+def test_help_builds_every_command_without_torch(args, shows):
+    """typer builds every command on each call; the registry-derived help must not import torch for that."""
+    code = (f"import sys; sys.argv = ['locedit', *{args!r}]\n"
+            "from locedit.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as exit_:\n    assert exit_.code in (0, None), exit_.code\n"
+            "print('TORCH', 'torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "TORCH False" in done.stderr, done.stderr
+    assert shows in done.stdout
+
+
+def test_live_help_names_only_real_options():
+    import typer
+
+    from locedit.cli.common import live_help
+    from locedit.registry import LiveText
+
+    app = typer.Typer()
+    app.command("probe", cls=live_help(methd=LiveText("Editing method.")))(lambda method: None)
+    app.command("other")(lambda: None)
+    with pytest.raises(TypeError, match="live_help for methd: command probe has no such parameter"):
+        typer.main.get_command(app)
