@@ -1,19 +1,26 @@
 """Every command answers bad input with exit code 2 and one line on stderr, before any model is loaded.
 
-Each case runs the real CLI in a subprocess. Checks that need no weights use WEIGHTLESS, a model folder
-with a config and no weights: had the command tried to load it, the error would be a load failure, so the
-expected message also proves that the refusal came before the model was loaded. Cases that need the
-model's tokenizer or context use the tiny random Llama.
+The cases run through the real entry point, ``locedit.cli.main.main()``, in this process (a subprocess per
+case would pay the import of torch each time); :func:`locedit_in_process` isolates each call like a fresh
+process. A few cases also run as ``python -m locedit.cli.main`` subprocesses, so the process boundary
+(exit status, real stderr, ``LOCEDIT_DEBUG``) is exercised too. Checks that need no weights use WEIGHTLESS, a
+model folder with a config and no weights: had the command tried to load it, the error would be a load
+failure, so the expected message also proves that the refusal came before the model was loaded. Cases that
+need the model's tokenizer or context use the tiny random Llama.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from transformers import LlamaConfig
@@ -103,34 +110,122 @@ def places(tmp_path_factory) -> dict[str, str]:
             "missing": str(root / "missing.json"), "config": str(config)}
 
 
-def locedit(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "locedit.cli.main", *args], capture_output=True, text=True,
+@dataclass(frozen=True)
+class Outcome:
+    """What one ``locedit`` call left behind: its exit status and what it wrote."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def locedit(args: list[str], env: dict[str, str] | None = None) -> Outcome:
+    """``locedit ARGS`` as a new process, through ``python -m locedit.cli.main``."""
+    done = subprocess.run([sys.executable, "-m", "locedit.cli.main", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return Outcome(done.returncode, done.stdout, done.stderr)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """What Python does with a warning that no filter ignores: write it to (the current) stderr."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _as_in_a_fresh_process(stderr: io.StringIO) -> Iterator[None]:
+    """Undo afterwards what ``configure_output`` and the commands change, and show on ``stderr`` what a new
+    process would: environment variables, warning filters and display, logger levels; a warning or log record
+    reaches stderr as in a process without pytest's handlers; the shared rich console picks its colours for
+    the captured stream (it reads ``sys.stderr`` on every write, but detects colours once, when built)."""
+    from locedit.cli.common import console
+
+    environ, colours = dict(os.environ), console._color_system
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    levels = [lg.level for lg in loggers]
+    last_resort = logging.StreamHandler(stderr)
+    last_resort.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(last_resort)
+    os.environ.pop("LOCEDIT_DEBUG", None)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            console._color_system = console._detect_color_system()
+            yield
+    finally:
+        logging.getLogger().removeHandler(last_resort)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        os.environ.clear()
+        os.environ.update(environ)
+        console._color_system = colours
+
+
+def locedit_in_process(args: list[str]) -> Outcome:
+    """``locedit ARGS`` through the real entry point in this process, with stdout and stderr captured."""
+    from locedit.cli.main import main
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["locedit", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _as_in_a_fresh_process(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def one_line_refusal(args: list[str], problem: str, fix: str, got: Outcome) -> str | None:
+    """None if ``got`` is exit code 2, nothing on stdout and one stderr line "error: ..." naming ``problem`` and
+    ``fix`` without a traceback; else what went wrong."""
+    lines = [line for line in got.stderr.splitlines() if line.strip()]
+    if (got.code == 2 and len(lines) == 1 and lines[0].startswith("error:") and problem in lines[0]
+            and fix in lines[0] and "Traceback" not in got.stderr and not got.stdout):
+        return None
+    return (f"locedit {' '.join(a[:60] for a in args)}\n  -> rc {got.code}, stderr {got.stderr[-600:]!r}, "
+            f"stdout {got.stdout[-200:]!r}")
+
+
+def _filled(case, places: dict[str, str]) -> tuple[list[str], str, str]:
+    args, problem, fix = case
+    return [a.format(**places) for a in args], problem.format(**places), fix.format(**places)
 
 
 def test_every_bad_input_is_one_line_and_exit_code_2(places):
-    def run(case):
-        args, problem, fix = (x if isinstance(x, str) else [a.format(**places) for a in x] for x in case)
-        return args, problem.format(**places), fix.format(**places), locedit(args)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(run, CASES))
     bad = []
-    for args, problem, fix, proc in results:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        ok = (proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
-              and problem in lines[0] and fix in lines[0] and "Traceback" not in proc.stderr and not proc.stdout)
-        if not ok:
-            bad.append(f"locedit {' '.join(a[:60] for a in args)}\n  -> rc {proc.returncode}, stderr "
-                       f"{proc.stderr[-600:]!r}")
-    assert not bad, "\n".join(bad)
+    for case in CASES:
+        args, problem, fix = _filled(case, places)
+        bad.append(one_line_refusal(args, problem, fix, locedit_in_process(args)))
+    assert not any(bad), "\n".join(b for b in bad if b)
+
+
+@pytest.mark.parametrize("args", [["predict", "-m", WEIGHTLESS, "-p", P, "--device", "cuda"], ["predict"], ["predikt"]],
+                         ids=["command-error", "usage-error", "unknown-command"])
+def test_bad_input_in_a_real_process(places, args):
+    """A command's error, a click usage error and an unknown command, through the installed entry point."""
+    args, problem, fix = _filled(next(case for case in CASES if case[0] == args), places)
+    assert one_line_refusal(args, problem, fix, locedit(args)) is None
+
+
+def test_in_process_calls_leave_no_trace(places):
+    """A refused call changes nothing that the next one (or the next test) reads."""
+    from locedit.cli.common import console
+
+    environ, filters, colours = dict(os.environ), list(warnings.filters), console._color_system
+    levels = {name: logging.getLogger(name).level for name in ("", "transformers", "huggingface_hub")}
+    before = locedit_in_process(["run", places["missing"]])
+    assert locedit_in_process(["run", places["missing"]]) == before and before.code == 2
+    assert dict(os.environ) == environ and warnings.filters == filters and console._color_system == colours
+    assert {name: logging.getLogger(name).level for name in levels} == levels
 
 
 def test_locedit_debug_shows_the_traceback(places):
-    quiet = locedit(["predict", "-m", places["weightless"], "-p", P, "--device", "cuda"])
     loud = locedit(["predict", "-m", places["weightless"], "-p", P, "--device", "cuda"], env={"LOCEDIT_DEBUG": "1"})
-    assert "Traceback" not in quiet.stderr
-    assert loud.returncode != 0 and "Traceback (most recent call last)" in loud.stderr
+    assert loud.code != 0 and "Traceback (most recent call last)" in loud.stderr
     assert "CUDA is not available" in loud.stderr.splitlines()[-1]
     usage = locedit(["run", "x.toml", "--threads", "0"], env={"LOCEDIT_DEBUG": "1"})
     assert "Traceback (most recent call last)" in usage.stderr
@@ -141,7 +236,7 @@ def test_library_chatter_only_with_verbose(tmp_path):
     args = ["trace", "-m", "tiny:llama", "-p", "The mother tongue of Zoë Müller is", "-s", "Zoë Müller",
             "-t", " 日本語", "--samples", "2", "-w", "3", "-o", str(tmp_path)]
     quiet, verbose = locedit(args), locedit(["-v", *args])
-    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert quiet.code == 0 and verbose.code == 0, quiet.stderr + verbose.stderr
     assert "tracing it anyway" in quiet.stderr
     assert all(line.startswith(("warning:", "tracing it anyway")) for line in quiet.stderr.splitlines()), quiet.stderr
     assert "Warning:" not in quiet.stderr and "[transformers]" not in quiet.stderr
@@ -154,14 +249,14 @@ def test_library_chatter_only_with_verbose(tmp_path):
     (["trace", "-p", "-v"], False), ([], False), (["--help"], False),
 ])
 def test_verbose_is_read_before_the_command(args, verbose):
-    """The global -v is known before click builds the commands (whose help imports torch and tqdm)."""
+    """The global -v is known before click parses anything (the commands import torch and tqdm)."""
     from locedit.cli.main import verbose_requested
 
     assert verbose_requested(args) is verbose
 
 
 def test_dependency_progress_bars_stay_quiet_once_the_commands_are_built():
-    """Building the commands imports tqdm; its bars must still be off without -v and on with it."""
+    """Running a command imports tqdm; its bars must still be off without -v and on with it."""
     code = ("import sys; sys.argv = ['locedit', {flag}'models', '--json']\n"
             "from locedit.cli.main import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
@@ -170,3 +265,28 @@ def test_dependency_progress_bars_stay_quiet_once_the_commands_are_built():
         done = subprocess.run([sys.executable, "-c", code.format(flag=flag)], capture_output=True, text=True,
                               timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("TQDM")})
         assert f"BARS {shown}" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("args, shows", [(["--help"], "bench"), (["models", "--help"], "--json")])
+def test_help_builds_every_command_without_torch(args, shows):
+    """typer builds every command on each call; the registry-derived help must not import torch for that."""
+    code = (f"import sys; sys.argv = ['locedit', *{args!r}]\n"
+            "from locedit.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit as exit_:\n    assert exit_.code in (0, None), exit_.code\n"
+            "print('TORCH', 'torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "TORCH False" in done.stderr, done.stderr
+    assert shows in done.stdout
+
+
+def test_live_help_names_only_real_options():
+    import typer
+
+    from locedit.cli.common import live_help
+    from locedit.registry import LiveText
+
+    app = typer.Typer()
+    app.command("probe", cls=live_help(methd=LiveText("Editing method.")))(lambda method: None)
+    app.command("other")(lambda: None)
+    with pytest.raises(TypeError, match="live_help for methd: command probe has no such parameter"):
+        typer.main.get_command(app)

@@ -21,6 +21,9 @@ from typing import Any, Callable, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
+
+from locedit.registry import LiveText
 
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,6 +88,29 @@ def cli_errors(fn: F) -> F:
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def live_help(**texts: LiveText) -> type[TyperCommand]:
+    """A command class that gives the options named in ``texts`` (by parameter name) their help, read only when
+    the help is shown.
+
+    typer turns an option's help into a string when it builds the command, and every ``locedit`` call builds
+    every command; a help text that lists a registry imports the registry (and torch), so it is attached to
+    the built option instead: ``locedit --help`` and the commands stay fast, ``locedit edit --help`` lists the
+    entries registered by then.
+    """
+
+    class LiveHelpCommand(TyperCommand):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            params = {param.name: param for param in self.params}
+            unknown = sorted(set(texts) - set(params))
+            if unknown:
+                raise TypeError(f"live_help for {', '.join(unknown)}: command {self.name} has no such parameter")
+            for name, text in texts.items():
+                params[name].help = text  # type: ignore[assignment] - a str that is computed when read
+
+    return LiveHelpCommand
 
 
 # -- library chatter -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import typer
 
 from locedit.cli.common import (CliError, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, check_device, check_dtype,
                                 check_fits_context, check_input, check_layer, check_range, check_text, cli_errors,
-                                console, load, print_json)
+                                console, live_help, load, print_json)
 from locedit.registry import LiveText, Registry
 
 
@@ -37,6 +37,7 @@ PROBLEM_HELP = LiveText(lambda: f"Editing problem: {', '.join(_problems())} (or 
                                 f"{', '.join(p.label for p in _problems().values())}).")
 NOISE_HELP = LiveText(lambda: "Subject noise sigma for "
                               f"{' / '.join(p.name for p in _problems().values() if p.needs_noise)} (default: the model's).")
+BENCH_METHOD_HELP = LiveText(lambda: f"Method to time (default: all of {', '.join(_methods())}); repeatable.")
 
 
 # -- fact from the command line -----------------------------------------------------------------------
@@ -126,10 +127,10 @@ def edit(
     neighbor_target: Optional[str] = typer.Option(None, "--neighbor-target", help="True object of the neighborhood prompts (shown before/after)."),
     fact_id: Optional[int] = typer.Option(None, "--fact-id", help="Edit the dataset fact with this case_id instead."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset file for --fact-id (default: the demo facts)."),
-    method: str = typer.Option("rome", "--method", help=METHOD_HELP),
+    method: str = typer.Option("rome", "--method"),
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
-    problem: str = typer.Option("error-injection", "--problem", help=PROBLEM_HELP),
-    noise: Optional[float] = typer.Option(None, "--noise", help=NOISE_HELP),
+    problem: str = typer.Option("error-injection", "--problem"),
+    noise: Optional[float] = typer.Option(None, "--noise"),
     o_noise_mode: str = typer.Option("compat", "--o-noise-mode", help="Tracing Reversal target: compat, continuation or argmax."),
     essence: bool = typer.Option(True, "--essence/--no-essence", help="Compute the essence score (5 sampled texts)."),
     generate: int = typer.Option(GENERATE_TOKENS, "--generate", help="Greedy tokens generated before and after the edit."),
@@ -261,9 +262,8 @@ def bench_edit(
     model: str = ModelOpt,
     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
     facts: int = typer.Option(3, "--facts", "-n", help="How many demo facts to edit per method."),
-    methods: Optional[list[str]] = typer.Option(None, "--method", help=LiveText(
-        lambda: f"Method to time (default: all of {', '.join(_methods())}); repeatable.")),
-    problem: str = typer.Option("error-injection", "--problem", help=PROBLEM_HELP),
+    methods: Optional[list[str]] = typer.Option(None, "--method"),
+    problem: str = typer.Option("error-injection", "--problem"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Facts file (default: the demo facts)."),
     compare: bool = typer.Option(False, "--compare", help="Time the one-by-one path (the oracle) against the batched "
                                  "one on the same facts: speed-up, largest v*/z and score differences, FLOP rate, memory."),
@@ -393,5 +393,5 @@ def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, pro
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.command("edit")(cli_errors(edit))
-    bench_app.command("edit")(cli_errors(bench_edit))
+    app.command("edit", cls=live_help(method=METHOD_HELP, problem=PROBLEM_HELP, noise=NOISE_HELP))(cli_errors(edit))
+    bench_app.command("edit", cls=live_help(methods=BENCH_METHOD_HELP, problem=PROBLEM_HELP))(cli_errors(bench_edit))

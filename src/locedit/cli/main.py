@@ -43,8 +43,8 @@ def verbose_requested(args: list[str]) -> bool:
 def main() -> None:
     """The ``locedit`` entry point: a usage error is one line on stderr with exit code 2, like every other error.
 
-    Output is configured before click builds the commands: building them renders the registry-derived help,
-    which imports torch and with it tqdm, whose progress bars read their settings on import.
+    Output is configured before click parses anything: a command's registry-derived help and the command itself
+    import torch and with it tqdm, whose progress bars read their settings on import.
     typer vendors click privately, so its usage errors are recognised by their public shape
     (``format_message`` and ``exit_code``) rather than by class.
     """
