@@ -65,3 +65,33 @@ def test_oracle_facts_times_the_oracle_on_the_first_facts_only(tiny_llama, corpu
 def test_bench_edit_rejects_a_bad_batch():
     result = CliRunner().invoke(app, ["bench", "edit", "--model", "tiny:llama", "--compare", "--batch", "0"])
     assert result.exit_code == 2 and "--batch must be >= 1" in result.output
+
+
+def test_bench_edit_compare_over_layers_sums_the_sweep():
+    result = CliRunner().invoke(app, ["bench", "edit", "--model", "tiny:llama", "--compare", "--batch", "2",
+                                      "--facts", "2", "--method", "ft-1", "--method", "ft-5", "--layer", "2",
+                                      "--layer", "0", "--no-essence", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["layers"] == [2, 0] and list(report["by_layer"]) == ["2", "0"]
+    assert report["methods"] == report["by_layer"]["2"]
+    cells = [c for per_method in report["by_layer"].values() for c in per_method.values()]
+    assert all(c["fast_gflops_per_s"] is not None for c in report["by_layer"]["2"].values())
+    assert all(c["fast_gflops_per_s"] is None for c in report["by_layer"]["0"].values())  # FLOPs at the first only
+    sweep = report["sweep"]
+    assert sweep["cells"] == 4 and sweep["oracle_edits"] == sweep["fast_edits"] == 8
+    assert sweep["oracle_seconds"] == pytest.approx(sum(c["oracle_seconds"] * 2 for c in cells))
+    assert sweep["fast_edits_per_hour"] == pytest.approx(3600 * 8 / sum(c["fast_seconds"] * 2 for c in cells))
+    assert sweep["speedup"] == pytest.approx(sweep["fast_edits_per_hour"] / sweep["oracle_edits_per_hour"])
+    ft1 = report["sweep_by_method"]["ft-1"]
+    assert ft1["cells"] == 2 and ft1["fast_seconds"] == pytest.approx(
+        sum(report["by_layer"][at]["ft-1"]["fast_seconds"] * 2 for at in ("2", "0")))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "1", "--layer", "2"], "give one layer, or several with --compare"),
+    (["--compare", "--layer", "1", "--layer", "1"], "each layer once"),
+])
+def test_bench_edit_rejects_bad_layer_lists(args, message):
+    result = CliRunner().invoke(app, ["bench", "edit", "--model", "tiny:llama", *args])
+    assert result.exit_code == 2 and message in result.output

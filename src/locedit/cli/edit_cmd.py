@@ -260,7 +260,8 @@ def _stats_seconds(m, tok, layer: int, n_tokens: Optional[int]) -> dict[str, Any
 
 def bench_edit(
     model: str = ModelOpt,
-    layer: Optional[int] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the depth)."),
+    layers: Optional[list[int]] = typer.Option(None, "--layer", "-l", help="Central edit layer (default: 2/5 of the "
+                                               "depth); with --compare repeat it for a sweep over layers."),
     facts: int = typer.Option(3, "--facts", "-n", help="How many demo facts to edit per method."),
     methods: Optional[list[str]] = typer.Option(None, "--method"),
     problem: str = typer.Option("error-injection", "--problem"),
@@ -299,14 +300,21 @@ def bench_edit(
     check_input("--dataset", Path(dataset) if dataset else None)
     check_device(device)
     check_dtype(dtype)
-    check_layer("--layer", layer, model)
+    layers = list(layers or [])
+    if len(layers) > 1 and not compare:
+        raise CliError("--layer: give one layer, or several with --compare (a sweep)")
+    if len(set(layers)) != len(layers):
+        raise CliError(f"--layer: each layer once, got {layers}")
+    for at in layers:
+        check_layer("--layer", at, model)
     m, tok = load(model, device, dtype)
-    layer = default_layer(m) if layer is None else layer
+    layers = layers or [default_layer(m)]
+    layer = layers[0]
     pool = (load_facts(dataset) if dataset else load_demo_facts())[:facts]
     hparams = {name: {"mom2_n_tokens": mom2_tokens} for name in chosen
                if mom2_tokens is not None and _methods().get(name).uses_stats}
     if compare:
-        _bench_compare(m, tok, model, pool, chosen, layer, problem, batches, oracle_facts, hparams, essence, json_out)
+        _bench_compare(m, tok, model, pool, chosen, layers, problem, batches, oracle_facts, hparams, essence, json_out)
         return
     session = session_for(m, tok, essence=essence)
     stats = _stats_seconds(m, tok, layer, mom2_tokens)
@@ -352,7 +360,7 @@ def bench_edit(
               f"+ {stats['invert_float64_seconds']:.2f} s inverse")
 
 
-def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, problem: str, batches: list[int],
+def _bench_compare(m, tok, model: str, pool, methods: list[str], layers: list[int], problem: str, batches: list[int],
                    oracle_facts: Optional[int], hparams: dict[str, dict], essence: bool, json_out: bool) -> None:
     from locedit.study.benchmark import bench_edit_compare
     from locedit.study.session import SessionSettings
@@ -364,7 +372,7 @@ def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, pro
 
     sizes = ", ".join(map(str, batches))
     with console.status(f"comparing {', '.join(methods)} one by one and {sizes} at a time ..."):
-        result = bench_edit_compare(m, tok, pool, methods, layer, problem, batch=batches, hparams=hparams,
+        result = bench_edit_compare(m, tok, pool, methods, layers, problem, batch=batches, hparams=hparams,
                                     settings=SessionSettings(essence=essence), oracle_facts=oracle_facts,
                                     on_method=done)
     result["model"] = model
@@ -374,21 +382,26 @@ def _bench_compare(m, tok, model: str, pool, methods: list[str], layer: int, pro
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{model}, layer {layer}, {problem}, {result['facts']} facts "
+    layers = ", ".join(map(str, result["layers"]))
+    table = Table(title=f"{model}, layer {layers}, {problem}, {result['facts']} facts "
                         f"({result['device']}, {result['dtype']})")
-    for col in ("method", "batch", "oracle s / edit", "batched s / edit", "speed-up", "max rel. diff v*/z",
+    for col in ("layer", "method", "batch", "oracle s / edit", "batched s / edit", "speed-up", "max rel. diff v*/z",
                 "max score diff", "batched GFLOP/s", "peak MiB oracle / batched", "failed oracle / batched"):
         table.add_column(col, justify="right")
-    for name, r in result["methods"].items():
-        for size, b in r["by_batch"].items():
-            first = size == str(result["batch"])
-            table.add_row(name, size, f"{r['oracle_seconds']:.3f}", f"{b['fast_seconds']:.3f}", f"{b['speedup']:.2f}x",
-                          _fmt(b["max_rel_diff"]), _fmt(b["max_score_diff"]),
-                          f"{r['fast_gflops_per_s']:.2f}" if first else "",
-                          f"{r['peak_memory_mib']['oracle']:.0f} / {b['peak_memory_mib_fast']:.0f}",
-                          f"{r['oracle_failed']} / {b['fast_failed']}")
+    for at, per_method in result["by_layer"].items():
+        for name, r in per_method.items():
+            for size, b in r["by_batch"].items():
+                rate = r["fast_gflops_per_s"] if size == str(result["batch"]) else None
+                table.add_row(at, name, size, f"{r['oracle_seconds']:.3f}", f"{b['fast_seconds']:.3f}",
+                              f"{b['speedup']:.2f}x", _fmt(b["max_rel_diff"]), _fmt(b["max_score_diff"]),
+                              f"{rate:.2f}" if rate is not None else "",
+                              f"{r['peak_memory_mib']['oracle']:.0f} / {b['peak_memory_mib_fast']:.0f}",
+                              f"{r['oracle_failed']} / {b['fast_failed']}")
     out = Console()
     out.print(table)
+    sweep = result["sweep"]
+    out.print(f"all {sweep['cells']} (method, layer) groups: oracle {sweep['oracle_edits_per_hour']:.0f} edits/h, "
+              f"batched {sweep['fast_edits_per_hour']:.0f} edits/h ({sweep['speedup']:.2f}x)")
     out.print(f"plain matmul: {result['matmul_gflops_per_s']:.2f} GFLOP/s; pre-edit evaluations cached before timing")
 
 

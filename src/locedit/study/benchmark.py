@@ -2,7 +2,9 @@
 full-sequence optimisation of :func:`locedit.edit.target_value.optimize_target_value`) against the fast path
 (:meth:`EditSession.run_many`, ``batch`` facts at a time: prefix reuse, batched δ, rank-one evaluation) on the
 same facts in one process. Several batch sizes can be timed against one oracle run (``by_batch``), and the
-oracle can be limited to the first facts (``oracle_facts``) when it is slow, as on a 6B model.
+oracle can be limited to the first facts (``oracle_facts``) when it is slow, as on a 6B model. Over several
+layers (``by_layer``) the comparison is a small sweep: every method at every layer, one (method, layer) group
+at a time as the runner hands them out, and ``sweep`` sums it up as edits per hour of each path.
 
 Per method: seconds per edit of each (edit + post-evaluation + restore; pre-edit evaluations are cached
 beforehand, one-time costs such as key statistics and templates are paid by a warm-up edit), the speed-up,
@@ -115,12 +117,15 @@ def _fast_figures(oracle: list, fast: list, fast_s: float, n_oracle: int, oracle
 
 def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact], method: str, layer: int,
                    problem: str, *, batch: int | Sequence[int], hparams: HparamsArg = None,
-                   settings: SessionSettings = SessionSettings(), oracle_facts: int | None = None) -> dict[str, Any]:
+                   settings: SessionSettings = SessionSettings(), oracle_facts: int | None = None,
+                   count_flops: bool = True) -> dict[str, Any]:
     """One method's comparison (see the module docstring); each path has its own session and caches.
 
     ``batch``: facts per batch of the batched path, or several sizes, each timed on all ``facts`` (the
     top-level figures are the first size's, ``by_batch`` has each). ``oracle_facts``: time the oracle on the
-    first so many facts only (all by default); differences are taken over those.
+    first so many facts only (all by default); differences are taken over those. ``count_flops``: run the
+    batched path a third time under a FLOP counter (``fast_gflop_per_edit`` and ``fast_gflops_per_s`` are
+    None without it).
     """
     batches = [batch] if isinstance(batch, int) else list(batch)
     oracle_session, fast_session = EditSession(model, tok, settings), EditSession(model, tok, settings)
@@ -144,43 +149,69 @@ def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: 
     for size in batches:
         fast, fast_s, fast_peak = _timed(lambda: _batched(fast_session, facts, method, layer, problem, hp, size), dev)
         by_batch[size] = _fast_figures(oracle, fast, fast_s, n_oracle, oracle_s, n, fast_peak)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        _batched(fast_session, facts, method, layer, problem, hp, batches[0])
-    flops = int(counter.get_total_flops())
     first = by_batch[batches[0]]
+    flops = None
+    if count_flops:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            _batched(fast_session, facts, method, layer, problem, hp, batches[0])
+        flops = int(counter.get_total_flops())
     return {
         "oracle_seconds": oracle_s / n_oracle, "oracle_facts": n_oracle,
         **{k: v for k, v in first.items() if k != "peak_memory_mib_fast"},
         "oracle_failed": sum(isinstance(o, Exception) for o in oracle),
         "pre_eval_seconds_per_fact": {"oracle": pre_oracle / n_oracle, "fast": pre_fast / n},
-        "fast_gflop_per_edit": flops / n / 1e9,
-        "fast_gflops_per_s": flops / n / first["fast_seconds"] / 1e9 if first["fast_seconds"] else float("nan"),
+        "fast_gflop_per_edit": flops / n / 1e9 if flops is not None else None,
+        "fast_gflops_per_s": flops / n / first["fast_seconds"] / 1e9 if flops is not None and first["fast_seconds"]
+        else None,
         "peak_memory_mib": {"oracle": oracle_peak, "fast": first["peak_memory_mib_fast"]},
         "by_batch": {str(size): figures for size, figures in by_batch.items()},
     }
 
 
+def sweep_totals(cells: Sequence[dict[str, Any]], n_facts: int) -> dict[str, Any]:
+    """Edits per hour of each path over ``cells`` (:func:`compare_method` results of one sweep, each on
+    ``n_facts`` facts, the oracle on ``oracle_facts`` of them), and their ratio."""
+    oracle_edits = sum(c["oracle_facts"] for c in cells)
+    oracle_s = sum(c["oracle_seconds"] * c["oracle_facts"] for c in cells)
+    fast_edits = n_facts * len(cells)
+    fast_s = sum(c["fast_seconds"] * n_facts for c in cells)
+    oracle_rate, fast_rate = 3600 * oracle_edits / oracle_s, 3600 * fast_edits / fast_s
+    return {"cells": len(cells), "oracle_edits": oracle_edits, "oracle_seconds": oracle_s,
+            "oracle_edits_per_hour": oracle_rate, "fast_edits": fast_edits, "fast_seconds": fast_s,
+            "fast_edits_per_hour": fast_rate, "speedup": fast_rate / oracle_rate}
+
+
 def bench_edit_compare(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: Sequence[Fact],
-                       methods: Sequence[str], layer: int, problem: str, *, batch: int | Sequence[int],
-                       hparams: dict[str, HparamsArg] | None = None, settings: SessionSettings = SessionSettings(),
-                       oracle_facts: int | None = None,
+                       methods: Sequence[str], layer: int | Sequence[int], problem: str, *,
+                       batch: int | Sequence[int], hparams: dict[str, HparamsArg] | None = None,
+                       settings: SessionSettings = SessionSettings(), oracle_facts: int | None = None,
                        on_method: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
-    """:func:`compare_method` for each method, with the machine, the matmul reference rate and the settings."""
+    """:func:`compare_method` for each method at each layer, with the machine, the matmul reference rate and the
+    settings. ``methods`` holds the first layer's figures, ``by_layer`` every layer's, ``sweep`` the edits per
+    hour of each path over all of them (and per method in ``sweep_by_method``). FLOPs are counted at the first
+    layer only. ``on_method(label, figures)`` is called as each (method, layer) is measured."""
     batches = [batch] if isinstance(batch, int) else list(batch)
+    layers = [layer] if isinstance(layer, int) else list(layer)
     matmul_before = matmul_gflops(model)
-    per_method = {}
-    for method in methods:
-        per_method[method] = compare_method(model, tok, facts, method, layer, problem, batch=batches,
-                                            hparams=(hparams or {}).get(method), settings=settings,
-                                            oracle_facts=oracle_facts)
-        if on_method:
-            on_method(method, per_method[method])
+    by_layer: dict[int, dict[str, dict[str, Any]]] = {}
+    for at in layers:
+        by_layer[at] = {}
+        for method in methods:
+            by_layer[at][method] = compare_method(model, tok, facts, method, at, problem, batch=batches,
+                                                  hparams=(hparams or {}).get(method), settings=settings,
+                                                  oracle_facts=oracle_facts, count_flops=at == layers[0])
+            if on_method:
+                on_method(method if len(layers) == 1 else f"{method} at layer {at}", by_layer[at][method])
     matmul_after = matmul_gflops(model)
+    cells = [figures for per_method in by_layer.values() for figures in per_method.values()]
     return dict(
         model=str(model.config._name_or_path or model.config.model_type), device=str(model.device),
-        dtype=str(next(model.parameters()).dtype).replace("torch.", ""), layer=layer, problem=problem,
-        facts=len(facts), batch=batches[0], batches=batches, torch_threads=torch.get_num_threads(),
+        dtype=str(next(model.parameters()).dtype).replace("torch.", ""), layer=layers[0], layers=layers,
+        problem=problem, facts=len(facts), batch=batches[0], batches=batches, torch_threads=torch.get_num_threads(),
         machine=platform.platform(), cpu=platform.processor() or platform.machine(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        matmul_gflops_per_s=(matmul_before + matmul_after) / 2, methods=per_method,
+        matmul_gflops_per_s=(matmul_before + matmul_after) / 2, methods=by_layer[layers[0]],
+        by_layer={str(at): per_method for at, per_method in by_layer.items()},
+        sweep=sweep_totals(cells, len(facts)),
+        sweep_by_method={m: sweep_totals([by_layer[at][m] for at in layers], len(facts)) for m in methods},
     )
