@@ -29,6 +29,7 @@ def test_compare_method_finds_equal_vectors_and_scores(method, key, tiny_llama, 
     assert FIELDS <= set(report) and report["compared"] == 3 and report["oracle_failed"] == report["fast_failed"] == 0
     assert 0 <= report["max_rel_diff"] < 1e-4 and 0 <= report["max_score_diff"] < 1e-5
     assert report["oracle_seconds"] > 0 and report["fast_seconds"] > 0 and report["fast_gflops_per_s"] > 0
+    assert report["oracle_gflop_per_edit"] > 0 and report["fast_gflop_per_edit"] > 0
     assert report["speedup"] == pytest.approx(report["oracle_seconds"] / report["fast_seconds"])
     assert min(report["peak_memory_mib"].values()) > 0
 

@@ -12,9 +12,10 @@ the largest relative difference of the optimised vector (``v_star`` for ROME, ``
 max |a| per fact), the largest absolute difference of any score column (and which one: on a random model the essence score,
 a difference of perplexities in the thousands, shows float rounding magnified), and the FLOP rate of the batched
 path (FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` in a third, counted run, divided by the
-batched path's wall time) beside a plain matmul's (:func:`locedit.localize.benchmark.matmul_gflops`). Peak
-memory is the device's high-water mark per path on CUDA and the process's peak resident set on the CPU
-(a process-wide high-water mark: it only grows from one path to the next).
+batched path's wall time) beside a plain matmul's (:func:`locedit.localize.benchmark.matmul_gflops`), and the
+oracle's FLOPs per edit counted on the first fact (``oracle_gflop_per_edit``: how much work the fast path
+saves, against how much time). Peak memory is the device's high-water mark per path on CUDA and the process's
+peak resident set on the CPU (a process-wide high-water mark: it only grows from one path to the next).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, flo
     out = fn()
     _synced(device)
     return out, time.perf_counter() - start, _peak_mib(device)
+
+
+def _flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of ``fn()`` as ``torch.utils.flop_counter`` counts them (matmuls and attention)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def _oracle(session: EditSession, facts: Sequence[Fact], method: str, layer: int, problem: str,
@@ -150,18 +159,17 @@ def compare_method(model: PreTrainedModel, tok: PreTrainedTokenizerBase, facts: 
         fast, fast_s, fast_peak = _timed(lambda: _batched(fast_session, facts, method, layer, problem, hp, size), dev)
         by_batch[size] = _fast_figures(oracle, fast, fast_s, n_oracle, oracle_s, n, fast_peak)
     first = by_batch[batches[0]]
-    flops = None
+    flops = oracle_flops = None
     if count_flops:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            _batched(fast_session, facts, method, layer, problem, hp, batches[0])
-        flops = int(counter.get_total_flops())
+        flops = _flops(lambda: _batched(fast_session, facts, method, layer, problem, hp, batches[0]))
+        oracle_flops = _flops(lambda: _oracle(oracle_session, facts[:1], method, layer, problem, oracle_hp))
     return {
         "oracle_seconds": oracle_s / n_oracle, "oracle_facts": n_oracle,
         **{k: v for k, v in first.items() if k != "peak_memory_mib_fast"},
         "oracle_failed": sum(isinstance(o, Exception) for o in oracle),
         "pre_eval_seconds_per_fact": {"oracle": pre_oracle / n_oracle, "fast": pre_fast / n},
         "fast_gflop_per_edit": flops / n / 1e9 if flops is not None else None,
+        "oracle_gflop_per_edit": oracle_flops / 1e9 if oracle_flops is not None else None,
         "fast_gflops_per_s": flops / n / first["fast_seconds"] / 1e9 if flops is not None and first["fast_seconds"]
         else None,
         "peak_memory_mib": {"oracle": oracle_peak, "fast": first["peak_memory_mib_fast"]},
