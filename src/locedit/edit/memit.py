@@ -25,12 +25,14 @@ from locedit.edit.handle import EditHandle
 from locedit.edit.hparams import MemitHparams
 from locedit.edit.request import EditRequest
 from locedit.edit.result import MethodResult
-from locedit.edit.rows import context_rows, read_at
+from locedit.edit.rows import Row, context_rows, read_at
 from locedit.edit.stats import SecondMoments
 from locedit.edit.target_value import DeltaSchedule, TargetValue, optimize_target_value, optimize_target_values
 from locedit.edit.templates import memit_templates
 from locedit.models.families import Family, Site, family_for
+from locedit.models.interventions import capture, module_at, recording_calls, run_until_stopped
 from locedit.models.low_rank import rank_one_edits
+from locedit.models.scoring import pad_id_of, pad_right
 
 
 def update_direction(k: torch.Tensor, lam: float, *, c_inv64: torch.Tensor | None = None,
@@ -162,37 +164,63 @@ def _step_b_alone(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditR
     return deltas, factors, residuals
 
 
+class _WindowReplay:
+    """Forwards of fixed rows that differ only from the window's first block on: the blocks below the window run
+    once (their calls to the window's blocks recorded, as :class:`~locedit.models.upper.UpperForward` does), and
+    each read calls the window's blocks directly, under whatever rank-one edits are in force."""
+
+    @torch.no_grad()
+    def __init__(self, model: nn.Module, tok: PreTrainedTokenizerBase, rows: Sequence[Row], window: _Window):
+        ids, mask = pad_right([r.ids for r in rows], pad_id_of(tok), model.device)
+        sites = [window.fam.site("block_input", layer) for layer in range(window.layers[0], window.layers[-1] + 1)]
+        with recording_calls(model, sites) as calls, capture(model, [window.z_site], stop_after=window.z_site):
+            run_until_stopped(model, input_ids=ids, attention_mask=mask, use_cache=False)
+        self.model, self.calls = model, calls
+        self.blocks = [module_at(model, site) for site in sites]
+        self.at = torch.arange(len(rows), device=ids.device), torch.tensor([r.index for r in rows], device=ids.device)
+
+    @torch.no_grad()
+    def read(self, sites: Sequence[Site]) -> list[torch.Tensor]:
+        """Each site's activation at each row's subject-last index, float32 [rows, width]: the window's blocks
+        run from the recorded residual stream entering them."""
+        with capture(self.model, sites) as got:
+            hidden = self.calls[0].hidden
+            for block, call in zip(self.blocks, self.calls):
+                hidden = call.replay(block, hidden)
+        return [got[site][self.at].float() for site in sites]
+
+
 def _step_b_together(model: nn.Module, tok: PreTrainedTokenizerBase, requests: Sequence[EditRequest],
                      targets: Sequence[TargetValue], window: _Window) -> list[StepB]:
     """Step B of each request (no Fact Forcing noise), equal to :func:`_step_b_alone` up to float rounding.
 
-    The rows of fact i are its context rows and its plain prompt. Per window layer ONE forward over every
-    fact's rows reads the keys at that layer (context rows) and h_cur (plain row), with fact i's updates
-    of the layers below added to its own rows as rank-one activation edits
-    (:func:`~locedit.models.low_rank.rank_one_edits`: W k + ρ (aᵀ k) is (W + ρ aᵀ) k); a last forward
-    over the plain rows reads h_cur after every update. The weights are never changed.
+    The rows of fact i are its context rows and its plain prompt. Per window layer ONE read over every fact's
+    rows gives the keys at that layer (context rows) and h_cur (plain row), with fact i's updates of the
+    layers below added to its own rows as rank-one activation edits
+    (:func:`~locedit.models.low_rank.rank_one_edits`: W k + ρ (aᵀ k) is (W + ρ aᵀ) k); a last read gives
+    h_cur after every update. The weights are never changed, and the blocks below the window run once
+    (:class:`_WindowReplay`: the updates change nothing below it).
     """
     if not requests:
         return []
     n_contexts = len(window.contexts)
     rows = [row for request in requests for row in context_rows(tok, [*window.contexts, "{}"], request)]
     per_fact = n_contexts + 1
-    noise = EditNoise(tok, requests[0], None)  # none of these requests has noise
+    replay = _WindowReplay(model, tok, rows, window)
     deltas: list[dict[str, torch.Tensor]] = [{} for _ in requests]
     factors: list[Factors] = [{} for _ in requests]
     residuals: list[list[float]] = [[] for _ in requests]
     for j, layer in enumerate(window.layers):
         key_site = window.fam.site("mlp_down_input", layer)
         with rank_one_edits(model, [f for f in factors for _ in range(per_fact)]):
-            keys, h_cur = read_at(model, tok, [key_site, window.z_site], rows, noise)
+            keys, h_cur = replay.read([key_site, window.z_site])
         for i, target in enumerate(targets):
             gap = target.value - h_cur[i * per_fact + n_contexts]
             residuals[i].append(float(gap.norm()))
             keys_i = keys[i * per_fact: i * per_fact + n_contexts]
             name, deltas[i][name], factors[i][name] = window.update(model, j, keys_i, gap)
-    plain = rows[n_contexts::per_fact]
-    with rank_one_edits(model, factors):
-        [h_final] = read_at(model, tok, [window.z_site], plain, noise)
+    with rank_one_edits(model, [f for f in factors for _ in range(per_fact)]):
+        [h_final] = replay.read([window.z_site])
     for i, target in enumerate(targets):
-        residuals[i].append(float((target.value - h_final[i]).norm()))
+        residuals[i].append(float((target.value - h_final[i * per_fact + n_contexts]).norm()))
     return list(zip(deltas, factors, residuals))
