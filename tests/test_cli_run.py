@@ -100,6 +100,7 @@ def test_run_resume_export_and_foreign_config(tmp_path):
     sessions = json.loads((out / "manifest.json").read_text())["sessions"]
     assert len(sessions) == 2  # each session records the code it ran (a resumed run may run newer code)
     assert all(s["git_commit"] == manifest["git_commit"] == git_commit() for s in sessions)
+    assert all(s["workers"] == 1 for s in sessions)
 
     other = _config(tmp_path, layers=[2])
     assert "not of this config" in _one_line_error(runner.invoke(app, ["run", str(other), "--out", str(out)]))

@@ -95,6 +95,7 @@ def test_ray_backend_gives_the_local_results(config, local_run, tmp_path):
     assert_same_results(local_run, tmp_path / "ray")
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["sessions"][-1]["backend"] == "ray" and manifest["stats"]["second_moments"]
+    assert manifest["sessions"][-1]["workers"] == 2
 
 
 def test_a_killed_worker_is_replaced_and_its_units_are_retried(config, local_run, tmp_path):

@@ -199,6 +199,14 @@ def test_the_latest_session_rate_observes_parallel_workers():
     assert latest_session_rate([0.0], []) is None
 
 
+def test_grouped_units_count_as_one_worker_and_a_recorded_count_wins():
+    # two workers from t=0, each editing groups of 8 facts that take 80 s and share it (10 s per unit, one finish)
+    finished = [(10.0, t) for t in (80.0, 81.0, 160.0, 161.0) for _ in range(8)]
+    assert latest_session_rate([0.0], finished).workers == 2
+    assert latest_session_rate([0.0], finished, [3]).workers == 3, "the manifest's count is used where recorded"
+    assert latest_session_rate([0.0], finished, [None]).workers == 2
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 def _manifest_of_another_config(run: Path, facts: Path) -> None:

@@ -24,6 +24,7 @@ class LocalExecutor:
     """The model in the driver's process; items run one after another, the filters in batches ahead of tracing."""
 
     name = "local"
+    workers = 1
 
     def __init__(self) -> None:
         self.experiment: Experiment | None = None

@@ -76,8 +76,9 @@ class SessionRate:
     """The latest session of ``locedit run`` that finished units (1-based index into the manifest's sessions).
 
     ``per_hour``: units finished per hour of wall clock, from the session's start to its last finished unit;
-    ``workers``: parallel workers observed, the units' summed seconds over the wall-clock span they cover (rounded,
-    at least 1).
+    ``workers``: the workers the session recorded in the manifest, else those observed: the units' summed seconds
+    over the wall clock from the session's start to its last finished unit (rounded, at least 1; the model load
+    counts as idle time, so an observation early in a session may fall short).
     """
 
     session: int
@@ -200,16 +201,21 @@ def run_status(run_dir: str | Path) -> RunStatus:
                                 sum((u.method, u.problem) == (m, p) for u in unplanned)))
         for p in e.problems for m in e.methods)
     sessions = manifest.get("sessions", [])
-    latest = latest_session_rate([_timestamp(s["started_at"]) for s in sessions], list(units.values()))
+    latest = latest_session_rate([_timestamp(s["started_at"]) for s in sessions], list(units.values()),
+                                 [s.get("workers") for s in sessions])
     eta = estimate_seconds(tracing, editing, latest.workers if latest else 1)
     return RunStatus(str(run_dir), cfg.name, cfg.hash(), len(facts), tracing, editing, len(sessions), latest, eta)
 
 
-def latest_session_rate(starts: Sequence[float], finished: Sequence[tuple[float, float]]) -> SessionRate | None:
-    """The rate of the latest session with finished units; ``finished`` holds each unit's (seconds, finished_at).
+def latest_session_rate(starts: Sequence[float], finished: Sequence[tuple[float, float]],
+                        recorded_workers: Sequence[int | None] = ()) -> SessionRate | None:
+    """The rate of the latest session with finished units; ``finished`` holds each unit's (seconds, finished_at),
+    ``recorded_workers`` each session's worker count as its manifest entry records it (None where it does not).
 
     Session ``i`` owns the units finished between its start and the next session's; without recorded sessions
     every unit belongs to one session that started when its first unit did. None before any unit finished.
+    Units edited as one group share its time and finish together, so the observed workers count the session's
+    wall clock, not the spans of single units.
     """
     if not finished:
         return None
@@ -224,9 +230,9 @@ def latest_session_rate(starts: Sequence[float], finished: Sequence[tuple[float,
         return None
     last = max(t for _, t in mine)
     hours = (last - starts[i]) / 3600
-    span = last - min(t - s for s, t in mine)
+    recorded = recorded_workers[i] if i < len(recorded_workers) else None
     busy = sum(s for s, _ in mine)
-    workers = max(1, round(busy / span)) if span > 0 else 1
+    workers = recorded or (max(1, round(busy / (hours * 3600))) if hours > 0 else 1)
     return SessionRate(i + 1, len(mine), len(mine) / hours if hours > 0 else None, workers)
 
 

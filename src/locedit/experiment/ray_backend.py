@@ -138,6 +138,10 @@ class RayExecutor:
         self._cfg: ExperimentConfig | None = None
         self.replaced = 0  # workers that died and were replaced
 
+    @property
+    def workers(self) -> int:
+        return self.n_workers
+
     def _fitting_workers(self) -> int:
         resources = self.ray.cluster_resources()
         n = int(resources.get("CPU", 1) // self.threads)

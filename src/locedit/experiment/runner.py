@@ -150,7 +150,7 @@ def _run_locked(cfg: ExperimentConfig, run_dir: Path, store: Store, executor: Ex
 
     manifest = check_run_dir(run_dir, cfg) or new_manifest(cfg, device=cfg.model.device)
     session: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "facts": len(facts),
-                               "backend": executor.name, "git_commit": git_commit()}
+                               "backend": executor.name, "workers": executor.workers, "git_commit": git_commit()}
     manifest["sessions"].append(session)
     write_manifest(run_dir, manifest)
     checkpoint("run:manifest-written")

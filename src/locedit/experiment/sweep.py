@@ -114,6 +114,10 @@ class Executor(Protocol):
 
     name: str
 
+    @property
+    def workers(self) -> int:
+        """Items computed at once (the manifest records it per session)."""
+
     def start(self, cfg: ExperimentConfig) -> None:
         """Load the configured model wherever the work runs."""
 
