@@ -44,19 +44,20 @@ def summary_line(st: RunStatus) -> str:
 def _table(st: RunStatus):
     from rich.table import Table
 
-    table = Table(title=f"{st.config_name} (config {st.config_hash[:10]}), {st.facts} facts")
-    for name in ("units", "done", "failed", "pending", "not yet planned (at most)", "mean s/unit"):
-        table.add_column(name, justify="left" if name == "units" else "right")
+    table = Table(title=f"{st.config_name} (config {st.config_hash[:10]}), {st.facts} facts",
+                  caption="unplanned: edits of untraced facts, at most (tracing decides their eligibility)")
+    for name in ("stage", "method", "problem", "done", "failed", "pending", "unplanned", "mean s/unit"):
+        table.add_column(name, justify="left" if name in ("stage", "method", "problem") else "right")
 
-    def row(label: str, c: UnitCounts, **style: str) -> None:
+    def row(labels: tuple[str, str, str], c: UnitCounts, **style: str) -> None:
         mean = c.mean_seconds
-        table.add_row(label, str(c.done), str(c.failed), str(c.pending), str(c.unplanned) if c.unplanned else "",
+        table.add_row(*labels, str(c.done), str(c.failed), str(c.pending), str(c.unplanned) if c.unplanned else "",
                       f"{mean:.3g}" if mean is not None else "", **style)
 
-    row("tracing", st.tracing)
+    row(("tracing", "", ""), st.tracing)
     for g in st.editing:
-        row(f"edit {g.method} / {g.problem}", g.counts)
-    row("total", st.total, style="bold")
+        row(("edit", g.method, g.problem), g.counts)
+    row(("total", "", ""), st.total, style="bold")
     return table
 
 
@@ -66,7 +67,7 @@ def _report(st: RunStatus) -> None:
     if rate is not None:
         per_hour = f"{rate.per_hour:.0f} units/h" if rate.per_hour is not None else "rate unknown"
         console.print(f"session {rate.session} of {st.sessions}: {rate.units} units finished, {per_hour} "
-                      f"(wall clock), {rate.workers} parallel worker(s) observed", highlight=False)
+                      f"(wall clock), {rate.workers} worker(s)", highlight=False)
     bound = " (an upper bound: some facts are not traced yet)" if st.total.unplanned and st.eta_seconds else ""
     console.print(f"CPU-seconds spent: {st.total.seconds:.1f} (sum of units.seconds); remaining time: "
                   f"{duration(st.eta_seconds)}{bound}, over {st.workers} worker(s)", highlight=False)
@@ -89,9 +90,9 @@ def status(
     bound). Mean seconds per unit come from the units.seconds column.
 
     Remaining time: remaining units (failed, pending, not yet planned) x the mean seconds of their own
-    (method, problem) (else the mean over all edits; trace units: the mean trace unit), divided by the parallel
-    workers observed in the latest session; "unknown" before any edit finished. Also shown: that session's
-    wall-clock throughput (units finished per hour).
+    (method, problem) (else the mean over all edits; trace units: the mean trace unit), divided by the workers of
+    the latest session (as its manifest entry records them, else as observed); "unknown" before any edit
+    finished. Also shown: that session's wall-clock throughput (units finished per hour).
     """
     from locedit.experiment.progress import run_status
 
