@@ -67,7 +67,7 @@ def _report(st: RunStatus) -> None:
     if rate is not None:
         per_hour = f"{rate.per_hour:.0f} units/h" if rate.per_hour is not None else "rate unknown"
         console.print(f"session {rate.session} of {st.sessions}: {rate.units} units finished, {per_hour} "
-                      f"(wall clock), {rate.workers} worker(s)", highlight=False)
+                      "(wall clock)", highlight=False)
     bound = " (an upper bound: some facts are not traced yet)" if st.total.unplanned and st.eta_seconds else ""
     console.print(f"CPU-seconds spent: {st.total.seconds:.1f} (sum of units.seconds); remaining time: "
                   f"{duration(st.eta_seconds)}{bound}, over {st.workers} worker(s)", highlight=False)
