@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import tomllib
+from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +20,8 @@ from locedit.experiment.config import dump_toml, parse_config
 from locedit.experiment.demo import demo_config, demo_config_text
 from locedit.experiment.manifest import git_commit
 from locedit.experiment.schema import TABLES
+from locedit.experiment.store import read_frames
+from locedit.experiment.work import edit_unit_name
 
 runner = CliRunner()
 
@@ -111,6 +116,42 @@ def test_run_resume_export_and_foreign_config(tmp_path):
     edits = pd.read_csv(tmp_path / "csv" / "edits.csv")
     assert len(edits) == 8 and list(edits.columns) == list(TABLES["edits"])
     assert "csv, parquet" in _one_line_error(runner.invoke(app, ["export", str(out), "--format", "xlsx"]))
+
+
+def test_a_run_exported_as_sql_continues_after_import(tmp_path):
+    """The carry path across machines: export --format sql, import on a fresh folder, and `run` resumes there."""
+    config, out = _config(tmp_path), tmp_path / "run"
+    assert runner.invoke(app, ["run", str(config), "--out", str(out), "--no-progress"]).exit_code == 0
+    dumped = runner.invoke(app, ["export", str(out), "--format", "sql", "--out", str(tmp_path / "dump"), "--json"])
+    assert dumped.exit_code == 0, dumped.output
+    assert sorted(Path(p).name for p in json.loads(dumped.stdout)["files"]) == ["manifest.json", "results.sql"]
+
+    moved = tmp_path / "elsewhere"
+    imported = runner.invoke(app, ["import", str(tmp_path / "dump"), "--out", str(moved)])
+    assert imported.exit_code == 0, imported.output
+    original, copy = read_frames(out), read_frames(moved)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(original[table], copy[table])
+    assert json.loads((moved / "manifest.json").read_text()) == json.loads((out / "manifest.json").read_text())
+
+    unit = edit_unit_name(FACTS[1].case_id, "ft-1", "fact-amplification", 4)  # as if it had not finished yet
+    with closing(sqlite3.connect(moved / "results.sqlite")) as conn, conn:
+        conn.execute("DELETE FROM units WHERE unit = ?", (unit,))
+        conn.execute("DELETE FROM edits WHERE case_id = ? AND problem = 'fact-amplification' AND layer = 4",
+                     (FACTS[1].case_id,))
+    resumed = runner.invoke(app, ["run", str(config), "--out", str(moved), "--json", "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["editing"]["done"] == 1
+    key = ["case_id", "method", "problem", "layer"]
+    again = read_frames(moved)["edits"].sort_values(key, ignore_index=True)
+    before = original["edits"].sort_values(key, ignore_index=True)
+    scores = [c for c in before.columns if c.endswith("_score")]
+    assert scores and np.allclose(again[scores].astype(float), before[scores].astype(float), atol=1e-5, equal_nan=True)
+
+    assert "already holds a run" in _one_line_error(runner.invoke(app, ["import", str(tmp_path / "dump"),
+                                                                         "--out", str(moved)]))
+    assert "no results.sql" in _one_line_error(runner.invoke(app, ["import", str(out), "--out", str(tmp_path / "x")]))
+    assert not (tmp_path / "x" / "results.sqlite").exists()
 
 
 def test_demo_data_is_a_flag_not_the_environment(monkeypatch, tmp_path):

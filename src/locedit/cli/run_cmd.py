@@ -1,4 +1,5 @@
-"""``locedit run``, ``locedit demo`` and ``locedit export``: sweeps into SQLite, and their exports."""
+"""``locedit run``, ``locedit demo``, ``locedit export`` and ``locedit import``: sweeps into SQLite, their exports,
+and a run carried to another machine."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("demo")(demo)
     app.command("export")(export)
+    app.command("import")(import_run)
 
 
 def _report(result, as_json: bool) -> None:
@@ -147,11 +149,16 @@ def demo(out: Optional[Path] = OutOpt,
 @cli_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by `locedit run`."),
-    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet (the result tables), or sql (the whole "
+                            "run as text, for `locedit import` on another machine)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Write every result table of a run as CSV or Parquet files, for analysis elsewhere."""
+    """Write every result table of a run as CSV or Parquet files, for analysis elsewhere.
+
+    With --format sql, write the whole run (results.sql, a SQL text dump, and manifest.json), unfinished or not:
+    `locedit import` rebuilds the run directory from it, and `locedit run` then continues the run there.
+    """
     from locedit.experiment.store import EXPORT_FORMATS, db_path
     from locedit.experiment.store import export as export_tables
 
@@ -167,3 +174,17 @@ def export(
     else:
         for p in paths:
             typer.echo(str(p))
+
+
+@cli_errors
+def import_run(
+    folder: Path = typer.Argument(..., help="A folder written by `locedit export RUN_DIR --format sql`."),
+    out: Path = typer.Option(..., "--out", "-o", help="The new run directory (must not hold a run yet)."),
+) -> None:
+    """Rebuild a run directory from its SQL export, e.g. on a fresh machine; `locedit run CONFIG --out` continues it."""
+    from locedit.experiment.store import import_dump
+
+    check_input("FOLDER", folder, folder_ok=True)
+    check_output_dir("--out", out)
+    run_dir = import_dump(folder, out)
+    typer.echo(f"Imported {folder} into {run_dir}; continue the run with `locedit run CONFIG --out {run_dir}`")

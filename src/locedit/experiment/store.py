@@ -24,6 +24,8 @@ from typing import Any
 import pandas as pd
 
 from locedit.experiment.killpoints import checkpoint
+from locedit.experiment.manifest import MANIFEST_NAME
+from locedit.files import write_atomic
 from locedit.experiment.schema import TABLES
 
 DB_NAME = "results.sqlite"
@@ -243,13 +245,21 @@ def read_frames(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
-EXPORT_FORMATS = ("csv", "parquet")
+EXPORT_FORMATS = ("csv", "parquet", "sql")
+DUMP_NAME = "results.sql"
 
 
 def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> list[Path]:
-    """Write every result table to ``out`` (default ``RUN_DIR/export``) as CSV or Parquet files."""
+    """Write every result table to ``out`` (default ``RUN_DIR/export``) as CSV or Parquet files.
+
+    ``sql`` instead writes the whole database (units and failures included) as one SQL text dump beside a copy
+    of the manifest: the run's portable form, which :func:`import_dump` turns back into a run directory that
+    ``locedit run`` continues, on another machine or after this one is gone.
+    """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "sql":
+        return _dump(Path(run_dir), Path(out) if out is not None else Path(run_dir) / "export")
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401 - optional dependency (locedit[parquet]), checked only for parquet
@@ -267,3 +277,56 @@ def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None)
             df.to_parquet(path, index=False)
         written.append(path)
     return written
+
+
+def _dump(run_dir: Path, out_dir: Path) -> list[Path]:
+    path = db_path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} (not a run directory: run `locedit run CONFIG --out DIR` first)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump, manifest = out_dir / DUMP_NAME, out_dir / MANIFEST_NAME
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn, open(dump, "w") as f:
+        for statement in conn.iterdump():  # one statement per line: appended units diff as appended lines
+            f.write(statement + "\n")
+    written = [dump]
+    if (run_dir / MANIFEST_NAME).exists():
+        manifest.write_text((run_dir / MANIFEST_NAME).read_text())
+        written.append(manifest)
+    return written
+
+
+def import_dump(dump_dir: str | Path, run_dir: str | Path) -> Path:
+    """Rebuild a run directory from an ``export --format sql`` folder; ``locedit run`` then continues the run.
+
+    Refuses a ``run_dir`` that already holds a database. The database is restored beside its final name and
+    renamed only once it has every result table, so a failed import leaves no half-written run.
+    """
+    dump_dir, run_dir = Path(dump_dir), Path(run_dir)
+    dump, manifest = dump_dir / DUMP_NAME, dump_dir / MANIFEST_NAME
+    for needed in (dump, manifest):
+        if not needed.is_file():
+            raise StoreError(f"{dump_dir} has no {needed.name}; give a folder written by "
+                             "`locedit export RUN_DIR --format sql`")
+    target = db_path(run_dir)
+    if target.exists():
+        raise StoreError(f"{run_dir} already holds a run ({target.name}); import into a new --out folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".importing")
+    partial.unlink(missing_ok=True)
+    try:
+        with closing(sqlite3.connect(partial)) as conn:
+            conn.executescript(dump.read_text())
+            present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = sorted(({*TABLES, "units"}) - present)
+        if missing:
+            raise StoreError(f"{dump} is not a locedit run (no table {', '.join(missing)}); give a folder written "
+                             "by `locedit export RUN_DIR --format sql`")
+    except sqlite3.Error as err:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"{dump} is not a readable SQL dump ({err}); export it again") from None
+    except StoreError:
+        partial.unlink(missing_ok=True)
+        raise
+    write_atomic(run_dir / MANIFEST_NAME, manifest.read_text())
+    partial.rename(target)
+    return run_dir
