@@ -124,7 +124,8 @@ def test_a_run_exported_as_sql_continues_after_import(tmp_path):
     assert runner.invoke(app, ["run", str(config), "--out", str(out), "--no-progress"]).exit_code == 0
     dumped = runner.invoke(app, ["export", str(out), "--format", "sql", "--out", str(tmp_path / "dump"), "--json"])
     assert dumped.exit_code == 0, dumped.output
-    assert sorted(Path(p).name for p in json.loads(dumped.stdout)["files"]) == ["manifest.json", "results.sql"]
+    names = sorted(Path(p).name for p in json.loads(dumped.stdout)["files"])
+    assert names == sorted(["manifest.json", "schema.sql", *(f"{t}.sql" for t in [*TABLES, "units"])])
 
     moved = tmp_path / "elsewhere"
     imported = runner.invoke(app, ["import", str(tmp_path / "dump"), "--out", str(moved)])
@@ -150,7 +151,7 @@ def test_a_run_exported_as_sql_continues_after_import(tmp_path):
 
     assert "already holds a run" in _one_line_error(runner.invoke(app, ["import", str(tmp_path / "dump"),
                                                                          "--out", str(moved)]))
-    assert "no results.sql" in _one_line_error(runner.invoke(app, ["import", str(out), "--out", str(tmp_path / "x")]))
+    assert "no schema.sql" in _one_line_error(runner.invoke(app, ["import", str(out), "--out", str(tmp_path / "x")]))
     assert not (tmp_path / "x" / "results.sqlite").exists()
 
 

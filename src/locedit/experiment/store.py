@@ -246,14 +246,14 @@ def read_frames(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 
 EXPORT_FORMATS = ("csv", "parquet", "sql")
-DUMP_NAME = "results.sql"
+DUMP_SCHEMA = "schema.sql"
 
 
 def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> list[Path]:
     """Write every result table to ``out`` (default ``RUN_DIR/export``) as CSV or Parquet files.
 
-    ``sql`` instead writes the whole database (units and failures included) as one SQL text dump beside a copy
-    of the manifest: the run's portable form, which :func:`import_dump` turns back into a run directory that
+    ``sql`` instead writes the whole database (units and failures included) as SQL text beside a copy of the
+    manifest: the run's portable form, which :func:`import_dump` turns back into a run directory that
     ``locedit run`` continues, on another machine or after this one is gone.
     """
     if fmt not in EXPORT_FORMATS:
@@ -280,18 +280,30 @@ def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None)
 
 
 def _dump(run_dir: Path, out_dir: Path) -> list[Path]:
+    """``schema.sql`` (the tables and keys) and one ``TABLE.sql`` of INSERT statements per table.
+
+    One statement per line, in insertion order, so a later dump of a growing run differs from an earlier one
+    by appended lines; one file per table keeps each file small.
+    """
     path = db_path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} (not a run directory: run `locedit run CONFIG --out DIR` first)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    dump, manifest = out_dir / DUMP_NAME, out_dir / MANIFEST_NAME
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn, open(dump, "w") as f:
-        for statement in conn.iterdump():  # one statement per line: appended units diff as appended lines
-            f.write(statement + "\n")
-    written = [dump]
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        # every table gets its file, also an empty one, so no file of an earlier dump outlives its rows
+        statements: dict[str, list[str]] = {DUMP_SCHEMA: [], **{f"{t}.sql": [] for t in tables}}
+        for statement in conn.iterdump():
+            if statement.startswith("INSERT INTO "):
+                table = statement[len("INSERT INTO "):].split(" ", 1)[0].strip('"')
+                statements.setdefault(f"{table}.sql", []).append(statement)
+            elif statement not in ("BEGIN TRANSACTION;", "COMMIT;"):
+                statements[DUMP_SCHEMA].append(statement)
+    written = []
+    for name, lines in statements.items():
+        written.append(write_atomic(out_dir / name, "".join(line + "\n" for line in lines)))
     if (run_dir / MANIFEST_NAME).exists():
-        manifest.write_text((run_dir / MANIFEST_NAME).read_text())
-        written.append(manifest)
+        written.append(write_atomic(out_dir / MANIFEST_NAME, (run_dir / MANIFEST_NAME).read_text()))
     return written
 
 
@@ -302,8 +314,8 @@ def import_dump(dump_dir: str | Path, run_dir: str | Path) -> Path:
     renamed only once it has every result table, so a failed import leaves no half-written run.
     """
     dump_dir, run_dir = Path(dump_dir), Path(run_dir)
-    dump, manifest = dump_dir / DUMP_NAME, dump_dir / MANIFEST_NAME
-    for needed in (dump, manifest):
+    schema, manifest = dump_dir / DUMP_SCHEMA, dump_dir / MANIFEST_NAME
+    for needed in (schema, manifest):
         if not needed.is_file():
             raise StoreError(f"{dump_dir} has no {needed.name}; give a folder written by "
                              "`locedit export RUN_DIR --format sql`")
@@ -315,15 +327,18 @@ def import_dump(dump_dir: str | Path, run_dir: str | Path) -> Path:
     partial.unlink(missing_ok=True)
     try:
         with closing(sqlite3.connect(partial)) as conn:
-            conn.executescript(dump.read_text())
+            conn.executescript(schema.read_text())
+            for table_dump in sorted(dump_dir.glob("*.sql")):
+                if table_dump != schema:
+                    conn.executescript(f"BEGIN;\n{table_dump.read_text()}COMMIT;")
             present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = sorted(({*TABLES, "units"}) - present)
         if missing:
-            raise StoreError(f"{dump} is not a locedit run (no table {', '.join(missing)}); give a folder written "
+            raise StoreError(f"{dump_dir} is not a locedit run (no table {', '.join(missing)}); give a folder written "
                              "by `locedit export RUN_DIR --format sql`")
     except sqlite3.Error as err:
         partial.unlink(missing_ok=True)
-        raise StoreError(f"{dump} is not a readable SQL dump ({err}); export it again") from None
+        raise StoreError(f"{dump_dir} is not a readable SQL dump ({err}); export it again") from None
     except StoreError:
         partial.unlink(missing_ok=True)
         raise
