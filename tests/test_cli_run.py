@@ -149,6 +149,8 @@ def test_a_run_exported_as_sql_continues_after_import(tmp_path):
     scores = [c for c in before.columns if c.endswith("_score")]
     assert scores and np.allclose(again[scores].astype(float), before[scores].astype(float), atol=1e-5, equal_nan=True)
 
+    for command in (["status"], ["run", str(config), "--out"]):
+        assert "is a SQL export of a run" in _one_line_error(runner.invoke(app, [*command, str(tmp_path / "dump")]))
     assert "already holds a run" in _one_line_error(runner.invoke(app, ["import", str(tmp_path / "dump"),
                                                                          "--out", str(moved)]))
     assert "no schema.sql" in _one_line_error(runner.invoke(app, ["import", str(out), "--out", str(tmp_path / "x")]))

@@ -19,6 +19,7 @@ from locedit.experiment.config import ExperimentConfig, dump_toml
 from locedit.files import write_atomic
 
 MANIFEST_NAME = "manifest.json"
+SQL_EXPORT_SCHEMA = "schema.sql"  # marks a folder written by `locedit export --format sql`
 _VERSIONED = ("locedit", "torch", "transformers", "numpy", "pandas", "pydantic")
 
 
@@ -41,8 +42,16 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
         raise RunDirError(f"{path} is not valid JSON ({err}); move it away or choose another --out") from None
 
 
+def refuse_sql_export(run_dir: str | Path) -> None:
+    """Refuse a SQL export (it carries a manifest but no database) where a run directory is expected."""
+    if (Path(run_dir) / SQL_EXPORT_SCHEMA).is_file():
+        raise RunDirError(f"{run_dir} is a SQL export of a run, not a run directory; rebuild one with "
+                          f"`locedit import {run_dir} --out RUN_DIR` and use RUN_DIR")
+
+
 def check_run_dir(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    """Refuse a run directory whose manifest names a different config hash; return its manifest."""
+    """Refuse a SQL export, or a run directory whose manifest names a different config hash; return its manifest."""
+    refuse_sql_export(run_dir)
     manifest = read_manifest(run_dir)
     if manifest is not None and manifest.get("config_hash") != cfg.hash():
         raise RunDirError(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from locedit.experiment.config import ExperimentConfig, parse_config
-from locedit.experiment.manifest import MANIFEST_NAME, RunDirError, manifest_path, read_manifest
+from locedit.experiment.manifest import MANIFEST_NAME, RunDirError, manifest_path, read_manifest, refuse_sql_export
 from locedit.experiment.runner import eligible_edits
 from locedit.experiment.selection import select_facts
 from locedit.experiment.store import DB_NAME, StoreError, db_path
@@ -171,6 +171,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
     config) or :class:`StoreError` (not a locedit database), each one line naming the fix.
     """
     run_dir = Path(run_dir)
+    refuse_sql_export(run_dir)
     manifest, cfg = _manifest_config(run_dir)
     db = db_path(run_dir)
     if not db.is_file():

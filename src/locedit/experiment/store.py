@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from locedit.experiment.killpoints import checkpoint
-from locedit.experiment.manifest import MANIFEST_NAME
+from locedit.experiment.manifest import MANIFEST_NAME, SQL_EXPORT_SCHEMA
 from locedit.files import write_atomic
 from locedit.experiment.schema import TABLES
 
@@ -246,7 +246,6 @@ def read_frames(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 
 EXPORT_FORMATS = ("csv", "parquet", "sql")
-DUMP_SCHEMA = "schema.sql"
 
 
 def export(run_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> list[Path]:
@@ -292,13 +291,13 @@ def _dump(run_dir: Path, out_dir: Path) -> list[Path]:
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         # every table gets its file, also an empty one, so no file of an earlier dump outlives its rows
-        statements: dict[str, list[str]] = {DUMP_SCHEMA: [], **{f"{t}.sql": [] for t in tables}}
+        statements: dict[str, list[str]] = {SQL_EXPORT_SCHEMA: [], **{f"{t}.sql": [] for t in tables}}
         for statement in conn.iterdump():
             if statement.startswith("INSERT INTO "):
                 table = statement[len("INSERT INTO "):].split(" ", 1)[0].strip('"')
                 statements.setdefault(f"{table}.sql", []).append(statement)
             elif statement not in ("BEGIN TRANSACTION;", "COMMIT;"):
-                statements[DUMP_SCHEMA].append(statement)
+                statements[SQL_EXPORT_SCHEMA].append(statement)
     written = []
     for name, lines in statements.items():
         written.append(write_atomic(out_dir / name, "".join(line + "\n" for line in lines)))
@@ -314,7 +313,7 @@ def import_dump(dump_dir: str | Path, run_dir: str | Path) -> Path:
     renamed only once it has every result table, so a failed import leaves no half-written run.
     """
     dump_dir, run_dir = Path(dump_dir), Path(run_dir)
-    schema, manifest = dump_dir / DUMP_SCHEMA, dump_dir / MANIFEST_NAME
+    schema, manifest = dump_dir / SQL_EXPORT_SCHEMA, dump_dir / MANIFEST_NAME
     for needed in (schema, manifest):
         if not needed.is_file():
             raise StoreError(f"{dump_dir} has no {needed.name}; give a folder written by "

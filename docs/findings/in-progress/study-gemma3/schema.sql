@@ -1,0 +1,15 @@
+CREATE TABLE edits (case_id, method, problem, layer, layers, target_new, request_baseline, rewrite_pre, rewrite_post, paraphrase_pre, paraphrase_post, neighborhood_pre, neighborhood_post, rewrite_score, paraphrase_score, neighborhood_score, essence_score, overall_score, overall_essence_score, essence_ppl_pre, essence_ppl_post, rome_rewrite_success, rome_rewrite_magnitude, rome_paraphrase_success, rome_paraphrase_magnitude, rome_neighborhood_success, rome_neighborhood_magnitude, edit_seconds, eval_seconds);
+CREATE TABLE facts (case_id, subject, prompt, target_true, target_new, is_correct, p_true, passes_erasure_filter);
+CREATE TABLE failures (unit, case_id, stage, error);
+CREATE TABLE trace_cells (case_id, kind, window, token, layer, p_restored);
+CREATE TABLE trace_layers (case_id, kind, window, layer, te, te_clean, abs_effect, te_last, abs_last, corruption_effect);
+CREATE TABLE trace_points (case_id, kind, window, n_tokens, s0, s1, p_clean, p_noise, p_high, noise_sigma, samples);
+CREATE TABLE units (unit TEXT PRIMARY KEY, kind TEXT, case_id INTEGER, status TEXT, seconds REAL, finished_at REAL);
+CREATE TABLE zeroing_layers (case_id, window, layer, z_subject, z_all);
+CREATE UNIQUE INDEX facts_key ON facts (case_id);
+CREATE UNIQUE INDEX trace_points_key ON trace_points (case_id, kind, window);
+CREATE UNIQUE INDEX trace_cells_key ON trace_cells (case_id, kind, window, token, layer);
+CREATE UNIQUE INDEX trace_layers_key ON trace_layers (case_id, kind, window, layer);
+CREATE UNIQUE INDEX zeroing_layers_key ON zeroing_layers (case_id, window, layer);
+CREATE UNIQUE INDEX edits_key ON edits (case_id, method, problem, layer);
+CREATE UNIQUE INDEX failures_key ON failures (unit);
