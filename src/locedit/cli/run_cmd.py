@@ -156,8 +156,8 @@ def export(
 ) -> None:
     """Write every result table of a run as CSV or Parquet files, for analysis elsewhere.
 
-    With --format sql, write the whole run (results.sql, a SQL text dump, and manifest.json), unfinished or not:
-    `locedit import` rebuilds the run directory from it, and `locedit run` then continues the run there.
+    With --format sql, write the whole run as SQL text (schema.sql, one TABLE.sql per table) with its manifest.json,
+    unfinished or not: `locedit import` rebuilds the run directory from it, and `locedit run` continues it there.
     """
     from locedit.experiment.store import EXPORT_FORMATS, db_path
     from locedit.experiment.store import export as export_tables

@@ -25,8 +25,8 @@ import pandas as pd
 
 from locedit.experiment.killpoints import checkpoint
 from locedit.experiment.manifest import MANIFEST_NAME, SQL_EXPORT_SCHEMA
-from locedit.files import write_atomic
 from locedit.experiment.schema import TABLES
+from locedit.files import write_atomic
 
 DB_NAME = "results.sqlite"
 LOCK_NAME = "run.lock"
