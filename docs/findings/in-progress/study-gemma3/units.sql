@@ -1026,3 +1026,11 @@ INSERT INTO "units" VALUES('edit:12:rome:tracing-reversal:13','edit',12,'done',1
 INSERT INTO "units" VALUES('edit:13:rome:tracing-reversal:13','edit',13,'done',1.39937298501874920477e+02,1.79614154533920526504e+09);
 INSERT INTO "units" VALUES('edit:14:rome:tracing-reversal:13','edit',14,'done',1.39937298501874920477e+02,1.79614154533928132052e+09);
 INSERT INTO "units" VALUES('edit:17:rome:tracing-reversal:13','edit',17,'done',1.39937298501874920477e+02,1.79614154533933711053e+09);
+INSERT INTO "units" VALUES('edit:22:rome:tracing-reversal:13','edit',22,'done',1.48619855811874913343e+02,1.79614188571551179887e+09);
+INSERT INTO "units" VALUES('edit:28:rome:tracing-reversal:13','edit',28,'done',1.48619855811874913343e+02,1.79614188571568441396e+09);
+INSERT INTO "units" VALUES('edit:35:rome:tracing-reversal:13','edit',35,'done',1.48619855811874913343e+02,1.79614188571587300299e+09);
+INSERT INTO "units" VALUES('edit:37:rome:tracing-reversal:13','edit',37,'done',1.48619855811874913343e+02,1.79614188571595454219e+09);
+INSERT INTO "units" VALUES('edit:38:rome:tracing-reversal:13','edit',38,'done',1.48619855811874913343e+02,1.79614188573971176147e+09);
+INSERT INTO "units" VALUES('edit:47:rome:tracing-reversal:13','edit',47,'done',1.48619855811874913343e+02,1.79614188575144052501e+09);
+INSERT INTO "units" VALUES('edit:48:rome:tracing-reversal:13','edit',48,'done',1.48619855811874913343e+02,1.79614188575153660779e+09);
+INSERT INTO "units" VALUES('edit:49:rome:tracing-reversal:13','edit',49,'done',1.48619855811874913343e+02,1.79614188575161385537e+09);
