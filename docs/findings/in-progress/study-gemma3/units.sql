@@ -1034,3 +1034,11 @@ INSERT INTO "units" VALUES('edit:38:rome:tracing-reversal:13','edit',38,'done',1
 INSERT INTO "units" VALUES('edit:47:rome:tracing-reversal:13','edit',47,'done',1.48619855811874913343e+02,1.79614188575144052501e+09);
 INSERT INTO "units" VALUES('edit:48:rome:tracing-reversal:13','edit',48,'done',1.48619855811874913343e+02,1.79614188575153660779e+09);
 INSERT INTO "units" VALUES('edit:49:rome:tracing-reversal:13','edit',49,'done',1.48619855811874913343e+02,1.79614188575161385537e+09);
+INSERT INTO "units" VALUES('edit:52:rome:tracing-reversal:13','edit',52,'done',1.44284552686250208347e+02,1.79614269962006735804e+09);
+INSERT INTO "units" VALUES('edit:54:rome:tracing-reversal:13','edit',54,'done',1.44284552686250208347e+02,1.79614269962030577657e+09);
+INSERT INTO "units" VALUES('edit:56:rome:tracing-reversal:13','edit',56,'done',1.44284552686250208347e+02,1.79614269962138462062e+09);
+INSERT INTO "units" VALUES('edit:66:rome:tracing-reversal:13','edit',66,'done',1.44284552686250208347e+02,1.79614269962145829198e+09);
+INSERT INTO "units" VALUES('edit:86:rome:tracing-reversal:13','edit',86,'done',1.44284552686250208347e+02,1.79614269962152099616e+09);
+INSERT INTO "units" VALUES('edit:98:rome:tracing-reversal:13','edit',98,'done',1.44284552686250208347e+02,1796142699.62159);
+INSERT INTO "units" VALUES('edit:102:rome:tracing-reversal:13','edit',102,'done',1.44284552686250208347e+02,1.79614269962222242353e+09);
+INSERT INTO "units" VALUES('edit:104:rome:tracing-reversal:13','edit',104,'done',1.44284552686250208347e+02,1.79614269962229633329e+09);
