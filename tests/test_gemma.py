@@ -154,6 +154,23 @@ def test_shipped_known_ids_agree_with_the_filter_on_the_first_facts(gemma, share
     shipped = set(load_known_ids(model_name=GEMMA)["case_ids"])
     assert {f.case_id for f, known in zip(facts, verdicts) if known} == {f.case_id for f in facts} & shipped
 
+@pytest.mark.embedded
+def test_memit_moves_gemmas_residual_stream_through_the_mlp_post_norms(gemma, corpus_file):
+    """Gemma-3 normalises each MLP output before the residual add. MEMIT's window must end nearer its target z
+    than it started; read as an output added unnormed (the reference's arithmetic), the updates overshoot:
+    the gap grows about 80-fold on this fact."""
+    from locedit.edit.methods import compute_edits, resolve_hparams
+    from locedit.edit.request import EditRequest
+    from locedit.edit.stats import SecondMoments
+
+    model, tok = gemma
+    request = EditRequest(PROMPT, "Danielle Darrieux", "English")
+    hp = resolve_hparams("memit", model, "error-injection", {"v_num_grad_steps": 10})
+    [result] = compute_edits(model, tok, [request], "memit", 4, hp, SecondMoments(model, tok, corpus_file, 1500))
+    gaps = result.info["gap_norms"]
+    assert len(gaps) == 6 and gaps[-1] < 0.7 * gaps[0]
+
+
 def test_sampled_texts_leave_out_the_bos(tiny_gemma):
     from locedit.models.generation import sample_top_k
 

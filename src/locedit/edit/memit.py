@@ -4,7 +4,8 @@ Step A optimises z, the residual output of the window's last block at the subjec
 (:mod:`locedit.edit.target_value`, 6 templates in 2 groups + the KL row, clamp 0.75; the z of several facts
 together with the fast engine). Step B visits the
 window bottom-up on the progressively edited model: key k_i = mean of the two template-group means,
-gap ρ_i = (z − h_cur) / (R − i + 1), a_i = (λC_i + k_i k_iᵀ)⁻¹ k_i in float64, ΔW_i = ρ_i a_iᵀ.
+gap ρ_i = (z − h_cur) / (R − i + 1) (mapped through the MLP's post-norm where the family has one, as Gemma-3
+does: :mod:`locedit.models.post_norm`), a_i = (λC_i + k_i k_iᵀ)⁻¹ k_i in float64, ΔW_i = ρ_i a_iᵀ.
 ``solver="sherman_morrison"`` computes a_i = C_i⁻¹k_i / (λ + k_iᵀC_i⁻¹k_i) from the cached float64 inverse;
 ``compat`` solves the m×m system directly as the reference does. The model is restored before return.
 With the fast engine, step B of several facts runs together, the earlier layers' updates added as rank-one
@@ -32,6 +33,7 @@ from locedit.edit.templates import memit_templates
 from locedit.models.families import Family, Site, family_for
 from locedit.models.interventions import capture, module_at, recording_calls, run_until_stopped
 from locedit.models.low_rank import rank_one_edits
+from locedit.models.post_norm import shift_before_norm
 from locedit.models.scoring import pad_id_of, pad_right
 
 
@@ -130,12 +132,18 @@ class _Window:
     def z_site(self) -> Site:
         return self.fam.site("block_output", self.layers[-1])
 
-    def update(self, model: nn.Module, j: int, keys: torch.Tensor, gap: torch.Tensor) -> tuple[str, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """(parameter name, ΔW, (ρ, a)) of the window's ``j``-th layer from the template keys read at it and the
-        gap z − h_cur."""
+    def update(self, model: nn.Module, j: int, keys: torch.Tensor, gap: torch.Tensor,
+               out: torch.Tensor) -> tuple[str, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(parameter name, ΔW, (ρ, a)) of the window's ``j``-th layer from the template keys read at it, the
+        gap z − h_cur and the down projection's output ``out`` on the plain prompt. The layer's share of the gap
+        is a change of the residual stream; where a post-norm sits between the MLP and the stream, ρ is the
+        change of ``out`` that moves the norm's output by that share (:func:`shift_before_norm`)."""
         layer = self.layers[j]
         k = group_mean_key(keys, self.groups)
         rho = gap / (len(self.layers) - j)
+        norm = self.fam.post_norm(model, layer)
+        if norm is not None:
+            rho = shift_before_norm(norm, out.to(self.fam.down_weight(model, layer).dtype), rho).float()
         a = update_direction(k, self.lam, **self.solve_with[layer])
         weight = self.fam.down_weight(model, layer)
         delta = self.fam.down_update(torch.outer(rho.double(), a).to(weight.dtype)).contiguous()
@@ -153,10 +161,10 @@ def _step_b_alone(model: nn.Module, tok: PreTrainedTokenizerBase, request: EditR
     with EditHandle(model) as running:
         for j, layer in enumerate(window.layers):
             [keys] = read_at(model, tok, [window.fam.site("mlp_down_input", layer)], rows, noise)
-            [h_cur] = read_at(model, tok, [window.z_site], plain, noise)
+            out, h_cur = read_at(model, tok, [window.fam.site("mlp_down_output", layer), window.z_site], plain, noise)
             gap = target.value - h_cur[0]
             residuals.append(float(gap.norm()))
-            name, delta, factors[name] = window.update(model, j, keys, gap)
+            name, delta, factors[name] = window.update(model, j, keys, gap, out[0])
             running.apply({name: delta})
         deltas = dict(running.deltas)
         [h_final] = read_at(model, tok, [window.z_site], plain, noise)
@@ -211,14 +219,15 @@ def _step_b_together(model: nn.Module, tok: PreTrainedTokenizerBase, requests: S
     factors: list[Factors] = [{} for _ in requests]
     residuals: list[list[float]] = [[] for _ in requests]
     for j, layer in enumerate(window.layers):
-        key_site = window.fam.site("mlp_down_input", layer)
+        sites = [window.fam.site("mlp_down_input", layer), window.fam.site("mlp_down_output", layer), window.z_site]
         with rank_one_edits(model, [f for f in factors for _ in range(per_fact)]):
-            keys, h_cur = replay.read([key_site, window.z_site])
+            keys, outs, h_cur = replay.read(sites)
         for i, target in enumerate(targets):
-            gap = target.value - h_cur[i * per_fact + n_contexts]
+            plain = i * per_fact + n_contexts
+            gap = target.value - h_cur[plain]
             residuals[i].append(float(gap.norm()))
-            keys_i = keys[i * per_fact: i * per_fact + n_contexts]
-            name, deltas[i][name], factors[i][name] = window.update(model, j, keys_i, gap)
+            keys_i = keys[i * per_fact: plain]
+            name, deltas[i][name], factors[i][name] = window.update(model, j, keys_i, gap, outs[plain])
     with rank_one_edits(model, [f for f in factors for _ in range(per_fact)]):
         [h_final] = replay.read([window.z_site])
     for i, target in enumerate(targets):

@@ -102,6 +102,11 @@ class Family:
     hidden_width: tuple[str, ...] = ("hidden_size",)
     mlp_width: tuple[str, ...] = ("intermediate_size",)
     down_proj_is_conv1d: bool = False  # GPT-2's Conv1D stores the weight as [in, out]
+    mlp_post_norm: str | None = None  # the RMS norm between the MLP output and the residual add, if any
+
+    def post_norm(self, model: nn.Module, layer: int) -> nn.Module | None:
+        """The norm applied to layer ``layer``'s MLP output before the residual add (None: the output is added)."""
+        return None if self.mlp_post_norm is None else self.module(model, self.mlp_post_norm, layer)
 
     def module(self, model: nn.Module, path: str, layer: int | None = None) -> nn.Module:
         name = path.format(layer) if layer is not None else path
@@ -191,8 +196,10 @@ FAMILIES: dict[str, Family] = {
         Family(name="llama", model_types=("llama", "mistral"), **_LLAMA_LIKE),
         Family(name="qwen2", model_types=("qwen2", "qwen3"), **_LLAMA_LIKE),
         # Gemma 3 (text-only): the same paths; its attention and MLP outputs pass a post-norm before the
-        # residual add, so attn_output and mlp_output are the un-normed module outputs.
-        Family(name="gemma3", model_types=("gemma3_text",), **_LLAMA_LIKE),
+        # residual add, so attn_output and mlp_output are the un-normed module outputs, and MEMIT maps its
+        # residual-stream updates through the MLP's post-norm (docs/algorithms.md#memit).
+        Family(name="gemma3", model_types=("gemma3_text",), **_LLAMA_LIKE,
+               mlp_post_norm="model.layers.{}.post_feedforward_layernorm"),
     )
 }
 
