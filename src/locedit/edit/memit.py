@@ -139,13 +139,13 @@ class _Window:
         is a change of the residual stream; where a post-norm sits between the MLP and the stream, ρ is the
         change of ``out`` that moves the norm's output by that share (:func:`shift_before_norm`)."""
         layer = self.layers[j]
+        weight = self.fam.down_weight(model, layer)
         k = group_mean_key(keys, self.groups)
         rho = gap / (len(self.layers) - j)
         norm = self.fam.post_norm(model, layer)
         if norm is not None:
-            rho = shift_before_norm(norm, out.to(self.fam.down_weight(model, layer).dtype), rho).float()
+            rho = shift_before_norm(norm, out.to(weight.dtype), rho).float()
         a = update_direction(k, self.lam, **self.solve_with[layer])
-        weight = self.fam.down_weight(model, layer)
         delta = self.fam.down_update(torch.outer(rho.double(), a).to(weight.dtype)).contiguous()
         return f"{self.fam.down_name(layer)}.weight", delta, (rho.double(), a)
 
