@@ -129,10 +129,9 @@ def test_dequantized_embedded_model(cache, caplog):
     folder = embedded_model_dir()
     weights = folder / "model.safetensors"
     original = sha256_of_file(weights)
-    for damage in (truncate, flip_last_byte):
-        damage(weights)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="locedit.files"):
-            assert embedded_model_dir() == folder
-        assert_rebuilt(caplog, weights)
-        assert sha256_of_file(weights) == original  # converted again, byte for byte
+    flip_last_byte(weights)  # the same size: only the recorded hash can tell (each conversion takes a minute)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="locedit.files"):
+        assert embedded_model_dir() == folder
+    assert_rebuilt(caplog, weights)
+    assert sha256_of_file(weights) == original  # converted again, byte for byte

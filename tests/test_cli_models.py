@@ -35,4 +35,5 @@ def test_predict_json_on_embedded_model(embedded):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["top_k"][0]["token"] == " French"
-    assert abs(data["targets"][0]["prob"] - data["top_k"][0]["prob"]) < 1e-6
+    # the target is scored in a longer forward than the top-k one: float32 rounding differs slightly
+    assert data["targets"][0]["prob"] == pytest.approx(data["top_k"][0]["prob"], rel=1e-4)

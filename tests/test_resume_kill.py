@@ -17,13 +17,6 @@ from locedit.data.fact import Fact
 from locedit.experiment.config import dump_toml, parse_config
 from locedit.experiment.store import UNIQUE_KEYS, read_frames
 
-try:  # tracing is built in parallel; until it lands, the trace units write only the facts rows
-    from locedit.localize.causal_trace import trace as _trace  # noqa: F401
-
-    TRACE_AVAILABLE = True
-except ImportError:
-    TRACE_AVAILABLE = False
-
 FACTS = [
     Fact(0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "French", "English"),
     Fact(1, "Toko Yasuda", "Toko Yasuda plays the instrument", "guitar", "piano"),
@@ -41,7 +34,7 @@ def write_config(folder: Path) -> Path:
     cfg = parse_config({
         "name": "kill", "model": {"name": "tiny:llama"},
         "data": {"source": str(facts), "correctness_filter": False},
-        "localize": {"windows": [3], "samples": 3, "enabled": TRACE_AVAILABLE},
+        "localize": {"windows": [3], "samples": 3},
         "edit": {"methods": ["rome", "ft-1"], "problems": ["error-injection"], "layers": LAYERS, "essence": False,
                  "hparams": {"rome": {"v_num_grad_steps": 5}, "ft-1": {"num_steps": 10}}},
         "stats": {"n_tokens": 2000},
@@ -77,9 +70,8 @@ def assert_consistent(db: Path) -> dict[str, float]:
     assert edits == {u for u in units if u.startswith("edit:")}
     facts = {f"trace:{c}" for (c,) in conn.execute("SELECT case_id FROM facts")}
     assert facts == {u for u in units if u.startswith("trace:")}
-    if TRACE_AVAILABLE:
-        traced = {f"trace:{c}" for (c,) in conn.execute("SELECT DISTINCT case_id FROM trace_points")}
-        assert traced == facts
+    traced = {f"trace:{c}" for (c,) in conn.execute("SELECT DISTINCT case_id FROM trace_points")}
+    assert traced == facts
     conn.close()
     return units
 
@@ -132,9 +124,10 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
 # SQLite-style crash testing: the runner passes named checkpoints (locedit.experiment.killpoints) before,
 # inside and after every unit's transaction and around statistics and analysis. An uninterrupted run logs
 # them; a seeded, stratified schedule of KILL_POINTS of them (one per stretch of the run's life, so the
-# kills are spread over all of it) is then hit one after another, resuming after each kill.
+# kills are spread over all of it) is then hit one after another, resuming after each kill. Each kill costs
+# a process start; LOCEDIT_KILL_POINTS and LOCEDIT_KILL_SEED give a denser or another schedule locally.
 
-KILL_POINTS = 22
+KILL_POINTS = int(os.environ.get("LOCEDIT_KILL_POINTS", "14"))
 KILL_SEED = int(os.environ.get("LOCEDIT_KILL_SEED", "13"))
 TIMING_COLUMNS = ("edit_seconds", "eval_seconds")
 
@@ -200,7 +193,7 @@ def test_sigkill_at_many_checkpoints_loses_and_duplicates_nothing(tmp_path):
     assert any(n.endswith(":rows-inserted") for n in names) and "analysis:start" in names
 
     schedule = kill_schedule(names, KILL_POINTS, KILL_SEED)
-    assert len(schedule) >= 20
+    assert len(schedule) >= KILL_POINTS - 2
     assert any(p.endswith((":rows-inserted", ":before-commit")) for p in schedule), "no kill inside a transaction"
     killed = tmp_path / "killed"
     db = killed / "results.sqlite"
